@@ -1,0 +1,23 @@
+"""dsnet_zoo: neural networks built as structure-preserving discretisations of ODEs.
+
+>>> import dsnet_zoo
+>>> model = dsnet_zoo.create("lipnet_cifar10")          # random weights
+>>> dsnet_zoo.list_models("lipnet*")
+"""
+from __future__ import annotations
+
+from ._api import create, model_info
+from .hub import WeightsCfg, WeightsError
+from .registry import (UnknownModelError, list_models, list_pretrained, register_model,
+                       register_pretrained)
+from . import models  # noqa: F401  (registers the architectures)
+from . import _timm
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "create", "model_info", "list_models", "list_pretrained", "register_model", "register_pretrained",
+    "WeightsCfg", "WeightsError", "UnknownModelError", "__version__",
+]
+
+_timm.register_all()

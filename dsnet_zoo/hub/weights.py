@@ -1,0 +1,327 @@
+"""Everything about weights: their metadata, where they come from, how they are checked and loaded.
+
+Resolution order for ``create(name, pretrained=True)`` (first match wins):
+
+1. ``checkpoint_path`` given by the caller (``.safetensors``, or ``.pt``/``.pth`` read with
+   ``torch.load(weights_only=True)``);
+2. each folder of ``DSNET_ZOO_WEIGHTS_DIR`` (``os.pathsep``-separated), laid out as Hugging Face
+   repos: ``<dir>/<org>/<name>/<filename>`` (what ``snapshot_download(local_dir=...)`` or
+   ``dsnet-zoo publish``/``port-paper`` write);
+3. the ``hub/`` folder of a source checkout, same layout (the zoo's own committed weights);
+4. the Hugging Face Hub through ``huggingface_hub.hf_hub_download`` at the pinned revision
+   (its cache, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and ``HF_HOME`` are honoured).
+
+Whatever the source, a registered tag's file is hashed and compared with its recorded sha256
+before a single tensor is read, and the state dict is loaded strictly.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+__all__ = [
+    "WeightsCfg",
+    "WeightsError",
+    "ChecksumError",
+    "resolve_weights_file",
+    "load_state_dict_file",
+    "load_weights",
+    "sha256_file",
+    "checkout_hub_dir",
+]
+
+CITATION_PAPER = (
+    "@article{celledoni2023dynamical,\n"
+    "  title={Dynamical systems' based neural networks},\n"
+    "  author={Celledoni, Elena and Murari, Davide and Owren, Brynjulf and "
+    "Sch{\\\"o}nlieb, Carola-Bibiane and Sherry, Ferdia},\n"
+    "  journal={SIAM Journal on Scientific Computing},\n"
+    "  volume={45}, number={6}, pages={A3071--A3094}, year={2023}\n}"
+)
+
+WEIGHTS_DIR_ENV = "DSNET_ZOO_WEIGHTS_DIR"
+
+
+class WeightsError(RuntimeError):
+    """Weights could not be found, downloaded, verified or loaded. The message says what to do."""
+
+
+class ChecksumError(WeightsError):
+    """A weights file whose sha256 differs from the one on record."""
+
+
+@dataclass(frozen=True)
+class WeightsCfg:
+    """One tagged set of pretrained weights and everything known about it.
+
+    Like torchvision's ``Weights``, the metadata travels with the weights: what data they were
+    trained on, how, under which license, what the model expects as input and what was measured.
+    Inputs are always images in ``input_range`` (``[0, 1]``); the normalisation with
+    ``norm_mean``/``norm_std`` happens inside the model, so a Lipschitz bound of the model is a bound
+    in pixel space and the input transform is only ``ToTensor()`` (timm's view of the cfg,
+    :meth:`timm_pretrained_cfg`, says ``mean=(0, 0, 0)``, ``std=(1, 1, 1)`` for that reason).
+    """
+
+    tag: str
+    hf_hub_id: str | None = None
+    revision: str | None = None
+    filename: str = "model.safetensors"
+    sha256: str | None = None
+    architecture: str | None = None  # set by the registry
+    num_classes: int | None = None
+    input_size: tuple[int, ...] = (3, 32, 32)
+    input_range: tuple[float, float] = (0.0, 1.0)
+    norm_mean: tuple[float, ...] = (0.0, 0.0, 0.0)  # normalisation applied inside the model
+    norm_std: tuple[float, ...] = (1.0, 1.0, 1.0)
+    dataset: str | None = None
+    label_names: tuple[str, ...] | None = None
+    recipe: Mapping[str, Any] | None = None
+    license: str | None = None
+    citation: str = CITATION_PAPER
+    source: str = "dsnet_zoo"  # who produced the weights: "dsnet_zoo" or "paper-authors"
+    origin: str | None = None  # where the file comes from (a URL, a path in a repo)
+    description: str = ""
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    num_params: int | None = None
+
+    @property
+    def has_weights(self) -> bool:
+        return bool(self.hf_hub_id)
+
+    @property
+    def name(self) -> str:
+        return f"{self.architecture}.{self.tag}" if self.architecture else self.tag
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        d["recipe"] = dict(self.recipe) if self.recipe is not None else None
+        d["model_args"] = dict(self.model_args)
+        d["metrics"] = json.loads(json.dumps(dict(self.metrics)))
+        return d
+
+    def timm_pretrained_cfg(self) -> dict[str, Any]:
+        """The cfg as timm reads it (``pretrained_cfg`` in ``config.json``), plus our own keys."""
+        d = self.to_dict()
+        d.update(mean=[0.0] * self.input_size[0], std=[1.0] * self.input_size[0], crop_pct=1.0,
+                 interpolation="bilinear", fixed_input_size=True)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "WeightsCfg":
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        for k in ("input_size", "input_range", "norm_mean", "norm_std", "label_names"):
+            if kw.get(k) is not None:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+
+# ----------------------------------------------------------------------------------------------
+# hashing and files
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            block = f.read(chunk_size)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def checkout_hub_dir() -> Path | None:
+    """The ``hub/`` folder of a source checkout (editable install or ``torch.hub`` clone), if any."""
+    d = Path(__file__).resolve().parents[2] / "hub"
+    return d if d.is_dir() else None
+
+
+def _weights_dirs() -> list[Path]:
+    raw = os.environ.get(WEIGHTS_DIR_ENV, "")
+    dirs = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+    hub = checkout_hub_dir()
+    if hub is not None:
+        dirs.append(hub)
+    return dirs
+
+
+def _local_repo_file(cfg: WeightsCfg) -> Path | None:
+    for d in _weights_dirs():
+        candidate = d / cfg.hf_hub_id / cfg.filename
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _hf_download(repo_id: str, filename: str, revision: str | None, *, attempts: int = 3,
+                 backoff: float = 0.5, force_download: bool = False) -> Path:
+    """``hf_hub_download`` with retries on server errors and messages that say what to do."""
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
+                                            LocalEntryNotFoundError, RepositoryNotFoundError,
+                                            RevisionNotFoundError)
+    except ImportError as e:  # pragma: no cover - huggingface_hub is a hard dependency
+        raise WeightsError("huggingface_hub is needed to download weights: pip install huggingface_hub") from e
+
+    where = f"{repo_id}/{filename} at revision {revision or 'main'}"
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            return Path(hf_hub_download(repo_id, filename, revision=revision,
+                                        force_download=force_download))
+        except RepositoryNotFoundError as e:
+            raise WeightsError(
+                f"the Hub has no repository {repo_id!r} (looked for {where}). Check HF_ENDPOINT, "
+                f"or put a local copy in {WEIGHTS_DIR_ENV}.") from e
+        except RevisionNotFoundError as e:
+            raise WeightsError(
+                f"repository {repo_id!r} has no revision {revision!r}: the pinned weights are not on "
+                f"this server. Point HF_ENDPOINT at a mirror that has them, or use {WEIGHTS_DIR_ENV}.") from e
+        except LocalEntryNotFoundError as e:
+            raise WeightsError(
+                f"{where} is not in the local Hugging Face cache and downloading is off or failed "
+                f"(HF_HUB_OFFLINE or no network). Download it once online, or set {WEIGHTS_DIR_ENV} "
+                f"to a folder holding {repo_id}/{filename}.") from e
+        except EntryNotFoundError as e:
+            raise WeightsError(f"the Hub repository {repo_id!r} has no file {filename!r} at revision "
+                               f"{revision or 'main'}.") from e
+        except HfHubHTTPError as e:
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            last = e
+            if status is not None and status < 500:
+                raise WeightsError(f"downloading {where} failed with HTTP {status}: {e}") from e
+            if attempt + 1 < attempts:
+                time.sleep(backoff * (2 ** attempt))
+                continue
+        except OSError as e:  # connection refused, timeouts
+            last = e
+            if attempt + 1 < attempts:
+                time.sleep(backoff * (2 ** attempt))
+                continue
+    raise WeightsError(f"downloading {where} failed after {attempts} attempts (server error or no "
+                       f"connection): {last}. Try again later, or use a local copy via {WEIGHTS_DIR_ENV}.")
+
+
+def _evict_from_hf_cache(path: Path) -> None:
+    """Remove a cached snapshot entry and its blob so a corrupt download is not reused."""
+    try:
+        blob = path.resolve()
+        if path.is_symlink():
+            path.unlink()
+        if blob != path and blob.exists():
+            blob.unlink()
+        elif path.exists():
+            path.unlink()
+    except OSError:
+        pass
+
+
+def resolve_weights_file(cfg: WeightsCfg) -> tuple[Path, str]:
+    """Find the file of a registered tag; return ``(path, source)`` with source one of
+    ``'weights-dir'``, ``'checkout-hub'``, ``'hf-hub'``. The sha256 is verified here."""
+    if not cfg.has_weights:
+        raise WeightsError(f"{cfg.name} has no weights on record (no hf_hub_id)")
+    local = _local_repo_file(cfg)
+    if local is not None:
+        _check_sha256(local, cfg, evict=False)
+        hub = checkout_hub_dir()
+        source = "checkout-hub" if hub is not None and hub in local.parents else "weights-dir"
+        return local, source
+    path = _hf_download(cfg.hf_hub_id, cfg.filename, cfg.revision)
+    _check_sha256(path, cfg, evict=True)
+    return path, "hf-hub"
+
+
+def _check_sha256(path: Path, cfg: WeightsCfg, *, evict: bool) -> None:
+    if not cfg.sha256:
+        return
+    digest = sha256_file(path)
+    if digest != cfg.sha256:
+        if evict:
+            _evict_from_hf_cache(path)
+        raise ChecksumError(
+            f"sha256 of {path} is {digest}, but {cfg.name} expects {cfg.sha256}: the file is corrupt "
+            "or not these weights, so it was refused"
+            + (" and removed from the Hugging Face cache; load again to re-download." if evict else
+               ". Replace or delete that file."))
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` (preferred) or ``.pt``/``.pth`` (weights only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WeightsError(f"{path} is not a readable safetensors file (truncated or corrupt?): {e}") from e
+    if suffix in (".pt", ".pth", ".bin", ".ckpt"):
+        try:
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        except Exception as e:  # pickle errors come in many types
+            raise WeightsError(f"{path} could not be read with torch.load(weights_only=True): {e}") from e
+        if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+            obj = obj["state_dict"]
+        if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
+            obj = obj["model"]
+        if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+            raise WeightsError(f"{path} does not hold a state dict of tensors")
+        return obj
+    raise WeightsError(f"unsupported weights format {path.suffix!r} for {path}: use .safetensors "
+                       "(or .pt/.pth, read with weights_only=True)")
+
+
+def load_into_model(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Strict load with a message that lists missing, unexpected and mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    mismatched = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state_dict and tuple(state_dict[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or mismatched:
+        parts = []
+        if mismatched:
+            parts.append("shape mismatch: " + "; ".join(mismatched[:10]))
+        if missing:
+            parts.append("missing keys: " + ", ".join(missing[:10]))
+        if unexpected:
+            parts.append("unexpected keys: " + ", ".join(unexpected[:10]))
+        raise WeightsError(f"{what} does not fit the model ({type(model).__name__}): " + " | ".join(parts)
+                           + ". Check that the weights belong to this architecture and its arguments.")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_weights(model: torch.nn.Module, cfg: WeightsCfg | None = None, *,
+                 checkpoint_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Load weights into ``model``: from ``checkpoint_path`` if given, else from ``cfg``'s sources.
+
+    Returns provenance: ``{'path', 'source', 'sha256'}``.
+    """
+    if checkpoint_path is not None:
+        # the caller's own file: it replaces the tag's weights, so the tag's sha256 does not apply
+        path = Path(checkpoint_path)
+        source = "checkpoint"
+    elif cfg is not None:
+        path, source = resolve_weights_file(cfg)
+    else:
+        raise WeightsError("nothing to load: give a registered pretrained tag or checkpoint_path")
+    sd = load_state_dict_file(path)
+    load_into_model(model, sd, what=str(path))
+    return {"path": str(path), "source": source, "sha256": sha256_file(path)}

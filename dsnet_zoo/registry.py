@@ -1,0 +1,209 @@
+"""Model registry: architectures keyed by name, each with its tagged pretrained weights.
+
+A model name is ``arch`` or ``arch.tag``. ``arch`` names a registered entrypoint (a function
+``fn(pretrained=False, **kwargs) -> nn.Module``); ``tag`` names one set of pretrained weights
+(a :class:`dsnet_zoo.hub.WeightsCfg`). The first tag registered for an architecture that has
+weights is its default, as in timm.
+
+Unlike timm, registering a name twice is an error: a silently replaced entrypoint would make
+``create`` return a different model than the one whose weights and metrics are on record.
+"""
+from __future__ import annotations
+
+import difflib
+import fnmatch
+from collections import OrderedDict
+from dataclasses import replace
+from typing import Callable, Iterable
+
+from .hub import WeightsCfg
+
+__all__ = [
+    "register_model",
+    "register_pretrained",
+    "split_model_name",
+    "list_models",
+    "list_pretrained",
+    "is_model",
+    "model_entrypoint",
+    "get_pretrained_cfg",
+    "get_pretrained_cfgs",
+    "arch_info",
+    "UnknownModelError",
+]
+
+_entrypoints: "OrderedDict[str, Callable]" = OrderedDict()
+_arch_meta: dict[str, dict] = {}
+_pretrained: dict[str, "OrderedDict[str, WeightsCfg]"] = {}
+_register_listeners: list[Callable[[str], None]] = []
+_pretrained_listeners: list[Callable[[str, WeightsCfg], None]] = []
+
+
+def add_register_listener(fn: Callable[[str], None]) -> None:
+    """Call ``fn(arch)`` for every architecture registered from now on (used by the timm bridge)."""
+    _register_listeners.append(fn)
+
+
+def add_pretrained_listener(fn: Callable[[str, WeightsCfg], None]) -> None:
+    """Call ``fn(arch, cfg)`` for every pretrained tag registered from now on."""
+    _pretrained_listeners.append(fn)
+
+
+class UnknownModelError(ValueError):
+    """An architecture or tag that is not registered. The message lists the closest names."""
+
+
+def split_model_name(name: str) -> tuple[str, str]:
+    """Split ``'arch.tag'`` into ``('arch', 'tag')``; ``'arch'`` gives ``('arch', '')``."""
+    if not isinstance(name, str) or not name:
+        raise UnknownModelError(f"model name must be a non-empty string, got {name!r}")
+    arch, _, tag = name.partition(".")
+    return arch, tag
+
+
+def register_model(fn: Callable | None = None, *, family: str, dataset: str | None = None,
+                   pretrained: Iterable[WeightsCfg] = (), description: str = ""):
+    """Register an architecture entrypoint under its function name.
+
+    Usable as ``@register_model(family='lipnet', dataset='cifar10', pretrained=[...])``.
+    ``pretrained`` lists the tagged weights (each ``WeightsCfg.tag`` must be set); the first is the
+    default tag. ``family`` and ``dataset`` are reported by :func:`arch_info` and filter listings.
+    """
+
+    def _register(f: Callable) -> Callable:
+        name = f.__name__
+        if "." in name:
+            raise ValueError(f"architecture name {name!r} must not contain '.' (it separates the tag)")
+        if name in _entrypoints:
+            raise ValueError(
+                f"architecture {name!r} is already registered (by {_entrypoints[name].__module__}); "
+                "names must be unique, pick another name")
+        _entrypoints[name] = f
+        _arch_meta[name] = {
+            "family": family,
+            "dataset": dataset,
+            "description": description or (f.__doc__ or "").strip().split("\n")[0],
+            "module": f.__module__,
+        }
+        _pretrained[name] = OrderedDict()
+        for cfg in pretrained:
+            register_pretrained(name, cfg)
+        for listener in _register_listeners:
+            listener(name)
+        return f
+
+    if fn is not None:
+        return _register(fn)
+    return _register
+
+
+def register_pretrained(arch: str, cfg: WeightsCfg) -> WeightsCfg:
+    """Add one tagged set of weights to a registered architecture and return the stored cfg.
+
+    This is also how users make their own weights (for example published with
+    ``dsnet-zoo publish``) loadable by ``create('arch.tag', pretrained=True)``.
+    """
+    if arch not in _entrypoints:
+        raise UnknownModelError(_unknown_message("architecture", arch, list(_entrypoints)))
+    if not cfg.tag:
+        raise ValueError(f"WeightsCfg for {arch!r} needs a tag")
+    if "." in cfg.tag:
+        raise ValueError(f"tag {cfg.tag!r} must not contain '.'")
+    if cfg.tag in _pretrained[arch]:
+        raise ValueError(f"{arch}.{cfg.tag} is already registered; choose another tag")
+    cfg = replace(cfg, architecture=arch)
+    _pretrained[arch][cfg.tag] = cfg
+    for listener in _pretrained_listeners:
+        listener(arch, cfg)
+    return cfg
+
+
+def _unknown_message(kind: str, name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=5, cutoff=0.4)
+    hint = f" Closest registered names: {', '.join(close)}." if close else ""
+    return (f"unknown {kind} {name!r}.{hint} "
+            "Run `dsnet-zoo list` (or dsnet_zoo.list_models()) to see every name.")
+
+
+def is_model(name: str) -> bool:
+    arch, tag = split_model_name(name)
+    return arch in _entrypoints and (not tag or tag in _pretrained[arch])
+
+
+def model_entrypoint(name: str) -> Callable:
+    arch, _ = split_model_name(name)
+    if arch not in _entrypoints:
+        raise UnknownModelError(_unknown_message("model", arch, list_models() + list_pretrained()))
+    return _entrypoints[arch]
+
+
+def get_pretrained_cfgs(arch: str) -> "OrderedDict[str, WeightsCfg]":
+    if arch not in _entrypoints:
+        raise UnknownModelError(_unknown_message("model", arch, list(_entrypoints)))
+    return OrderedDict(_pretrained[arch])
+
+
+def get_pretrained_cfg(name: str, *, required: bool = False) -> WeightsCfg | None:
+    """The WeightsCfg for ``arch.tag``, or the default tag's for ``arch``.
+
+    Returns ``None`` for an architecture with no weights unless ``required``; an unknown tag
+    always raises, listing the tags that exist.
+    """
+    arch, tag = split_model_name(name)
+    cfgs = get_pretrained_cfgs(arch)
+    if tag:
+        if tag not in cfgs:
+            known = [f"{arch}.{t}" for t in cfgs]
+            raise UnknownModelError(_unknown_message(
+                "pretrained tag", f"{arch}.{tag}",
+                known + list_pretrained()) + (f" Tags of {arch}: {', '.join(cfgs) or 'none'}."))
+        return cfgs[tag]
+    if cfgs:
+        return next(iter(cfgs.values()))
+    if required:
+        raise UnknownModelError(
+            f"{arch!r} has no pretrained weights registered. Use pretrained=False, pass "
+            "checkpoint_path=..., or see `dsnet-zoo list --pretrained` for models with weights.")
+    return None
+
+
+def _matches(name: str, patterns) -> bool:
+    if not patterns:
+        return True
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def list_models(filter: str | Iterable[str] = "", pretrained: bool = False,
+                exclude_filters: str | Iterable[str] = "", family: str | None = None) -> list[str]:
+    """Registered architecture names matching shell wildcards, sorted.
+
+    With ``pretrained=True``, returns ``arch.tag`` names that have weights (as timm does with
+    ``pretrained=True`` and tags), filtered on the full name.
+    """
+    names = list(_entrypoints) if not pretrained else [
+        f"{a}.{t}" for a in _entrypoints for t in _pretrained[a]]
+    out = []
+    for n in names:
+        arch = split_model_name(n)[0]
+        if family and _arch_meta[arch]["family"] != family:
+            continue
+        if not (_matches(n, filter) or (pretrained and _matches(arch, filter))):
+            continue
+        if exclude_filters and _matches(n, exclude_filters):
+            continue
+        out.append(n)
+    return sorted(out)
+
+
+def list_pretrained(filter: str | Iterable[str] = "") -> list[str]:
+    """Every ``arch.tag`` with registered weights that matches the filter."""
+    return list_models(filter, pretrained=True)
+
+
+def arch_info(arch: str) -> dict:
+    """Registry metadata of one architecture (family, dataset, description, module)."""
+    if arch not in _entrypoints:
+        raise UnknownModelError(_unknown_message("model", arch, list(_entrypoints)))
+    return dict(_arch_meta[arch])
