@@ -18,7 +18,16 @@ def create(name: str, pretrained: bool = False, num_classes: int | None = None,
     ``name`` is ``arch`` or ``arch.tag``; ``pretrained=True`` loads the tag's weights (the default
     tag for a bare ``arch``); ``checkpoint_path`` loads your own file instead. ``num_classes``
     must match the weights when they are loaded. Other keyword arguments go to the architecture.
+
+    ``name`` may also be ``'hf-hub:ORG/REPO[@REVISION]'``: a repo written by ``dsnet-zoo publish``;
+    its ``config.json`` names the architecture and the sha256 of its weights.
     """
+    if isinstance(name, str) and name.startswith("hf-hub:"):
+        from .hub.publish import read_hub_config
+
+        arch, weights = read_hub_config(name[len("hf-hub:"):])
+        return model_entrypoint(arch)(pretrained=pretrained, weights=weights, num_classes=num_classes,
+                                      checkpoint_path=checkpoint_path, **kwargs)
     arch, tag = split_model_name(name)
     fn = model_entrypoint(arch)
     if tag:

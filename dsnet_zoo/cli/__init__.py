@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (UnknownModelError, WeightsError, FileNotFoundError, ValueError) as e:
+    except (UnknownModelError, WeightsError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"dsnet-zoo {args.command}: error: {e}", file=sys.stderr)
         return 2
 
