@@ -86,10 +86,17 @@ def register_model(fn: Callable | None = None, *, family: str, dataset: str | No
             "module": f.__module__,
         }
         _pretrained[name] = OrderedDict()
-        for cfg in pretrained:
-            register_pretrained(name, cfg)
-        for listener in _register_listeners:
-            listener(name)
+        try:
+            for cfg in pretrained:
+                register_pretrained(name, cfg)
+            for listener in _register_listeners:
+                listener(name)
+        except Exception:
+            # a refused registration (bad tag, a name timm already uses) leaves no trace
+            _entrypoints.pop(name, None)
+            _arch_meta.pop(name, None)
+            _pretrained.pop(name, None)
+            raise
         return f
 
     if fn is not None:
