@@ -381,24 +381,25 @@ def test_path_traversal_is_refused(hub_root, tmp_path):
     (plain / "link-out.txt").symlink_to(secret)  # points out of ROOT: never served
     (plain / "link-in.txt").symlink_to(plain / "config.json")  # stays inside ROOT: served
     (root / "hubtest" / "escape").symlink_to(tmp_path, target_is_directory=True)
+    # (path, status): '..', separators inside a segment and empty segments are refused outright
     attempts = [
-        "/hubtest/plain/resolve/main/../../../secret.txt",
-        "/hubtest/plain/resolve/main/%2e%2e/%2e%2e/%2e%2e/secret.txt",
-        "/hubtest/plain/resolve/main/..%2f..%2f..%2fsecret.txt",
-        "/hubtest/plain/resolve/main/sub/..%5c..%5csecret.txt",
-        "/hubtest/plain/resolve/main//" + str(secret),
-        "/hubtest/plain/resolve/main/" + str(secret).lstrip("/"),
-        "/hubtest/plain/resolve/main/link-out.txt",
-        "/hubtest/..%2f..%2f/resolve/main/secret.txt",
-        "/../../resolve/main/secret.txt",
-        "/hubtest/escape/resolve/main/secret.txt",
-        "//" + str(secret),
-        "/api/models/hubtest/plain/tree/main/..%2f..",
+        ("/hubtest/plain/resolve/main/../../../secret.txt", 400),
+        ("/hubtest/plain/resolve/main/%2e%2e/%2e%2e/%2e%2e/secret.txt", 400),
+        ("/hubtest/plain/resolve/main/..%2f..%2f..%2fsecret.txt", 400),
+        ("/hubtest/plain/resolve/main/sub/..%5c..%5csecret.txt", 400),
+        ("/hubtest/plain/resolve/main//" + str(secret).lstrip("/"), 400),
+        ("/hubtest/plain/resolve/main/" + str(secret).lstrip("/"), 404),
+        ("/hubtest/plain/resolve/main/link-out.txt", 404),
+        ("/hubtest/..%2f..%2f/resolve/main/secret.txt", 404),
+        ("/../../resolve/main/secret.txt", 404),
+        ("/hubtest/escape/resolve/main/secret.txt", 404),
+        ("//" + str(secret), 404),
+        ("/api/models/hubtest/plain/tree/main/..%2f..", 400),
     ]
     with serve_hub(root, quiet=True) as s:
-        for path in attempts:
+        for path, expected in attempts:
             status, _, body = raw(s, "GET", path)
-            assert status in (400, 404), path
+            assert status == expected, path
             assert b"TOP SECRET" not in body, path
         listing = [f.path for f in HfApi(endpoint=s.url).list_repo_tree("hubtest/plain", recursive=True)]
         status, _, body = raw(s, "GET", "/hubtest/plain/resolve/main/link-in.txt")
@@ -462,9 +463,21 @@ def test_cli_prints_its_url_and_stops_cleanly(hub_root, tmp_path, sig):
     assert '"HEAD /hubtest/gitrepo/resolve/main/config.json" 200' in err  # one line per request
 
 
-def test_cli_refuses_a_missing_folder(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    out = subprocess.run([sys.executable, "-m", "dsnet_zoo", "serve-hub", str(tmp_path / "nope"),
-                          "--port", "0"], capture_output=True, text=True, env=env, timeout=120)
-    assert out.returncode == 2
-    assert "is not a folder" in out.stderr
+def test_cli_refuses_a_missing_folder(tmp_path, capsys):
+    from dsnet_zoo.cli import main
+
+    assert main(["serve-hub", str(tmp_path / "nope"), "--port", "0"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+
+
+def test_cli_refuses_a_port_in_use(hub_root, capsys):
+    import socket
+
+    from dsnet_zoo.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve-hub", str(hub_root["root"]), "--port", str(port)]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
