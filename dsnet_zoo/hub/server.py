@@ -144,6 +144,8 @@ class _FolderRepo:
     def __init__(self, path: Path, root: Path):
         self.path, self.root = path, root
         self._blob_ids: dict[str, tuple[tuple[int, int, int], str]] = {}
+        # one listing at a time: parallel first requests (snapshot_download uses 8 threads)
+        # would otherwise all hash the same large files
         self._lock = threading.Lock()
 
     def _walk(self) -> Iterator[tuple[str, str, os.stat_result]]:
@@ -166,16 +168,17 @@ class _FolderRepo:
     def snapshot(self) -> Snapshot:
         files: dict[str, RepoFile] = {}
         newest = 0.0
-        for rel, full, st in self._walk():
-            key = (st.st_size, st.st_mtime_ns, st.st_ino)
-            with self._lock:
+        with self._lock:
+            for rel, full, st in self._walk():
+                key = (st.st_size, st.st_mtime_ns, st.st_ino)
                 cached = self._blob_ids.get(full)
-            if cached is None or cached[0] != key:
-                cached = (key, _git_blob_id_file(full, st.st_size))
-                with self._lock:
-                    self._blob_ids[full] = cached
-            files[rel] = RepoFile(rel, st.st_size, cached[1], full, mtime_ns=st.st_mtime_ns)
-            newest = max(newest, st.st_mtime)
+                if cached is None or cached[0] != key:
+                    cached = self._blob_ids[full] = (key, _git_blob_id_file(full, st.st_size))
+                files[rel] = RepoFile(rel, st.st_size, cached[1], full, mtime_ns=st.st_mtime_ns)
+                newest = max(newest, st.st_mtime)
+            seen = {f.source for f in files.values()}
+            for gone in [k for k in self._blob_ids if k not in seen]:
+                del self._blob_ids[gone]
         commit = folder_commit_id({p: f.blob_id for p, f in files.items()})
         return Snapshot(commit, files, _dir_oids(files), _iso(newest or time.time()))
 
