@@ -28,6 +28,29 @@ GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.
            "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
 
 
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Fail a test that looks up any host but the loopback one. ``huggingface_hub`` fetches
+    ``{constants.ENDPOINT}/api/agent-harnesses`` for its user agent even when ``endpoint=`` points
+    elsewhere, so telemetry is turned off here (it is read at call time)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    real, outside = socket.getaddrinfo, []
+
+    def guarded(host, *args, **kwargs):
+        if host not in ("127.0.0.1", "localhost", "::1", None):
+            outside.append(host)
+            raise OSError(f"this test may not reach {host}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+    yield
+    assert not outside, f"looked up non-loopback hosts: {sorted(set(outside))}"
+
+
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, env=GIT_ENV, check=True,
                           capture_output=True).stdout.decode().strip()
