@@ -49,6 +49,8 @@ def _isolate(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf-home" / "hub"))
     # in-process tests never go online; downloads are tested in subprocesses against a loopback server
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    # huggingface_hub 2.x asks huggingface.co for its user agent unless telemetry is off
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
     torch.manual_seed(0)
 
 
@@ -56,6 +58,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "DSNET_ZOO_WEIGHTS"))}
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.setdefault("OMP_NUM_THREADS", "1")
+    env["HF_HUB_DISABLE_TELEMETRY"] = "1"
     env.update(extra)
     return env
 

@@ -140,6 +140,8 @@ def test_server_errors_are_retried_then_reported(published, tmp_path):
     with serve_hub(published["root"], host="127.0.0.1", port=0, quiet=True, fail_first=2) as server:
         out = _run_client(tmp_path, spec, HF_ENDPOINT=server.url, HF_HOME=str(tmp_path / "a"))
     assert torch.equal(out["retry"], published["expected"][0])
-    with serve_hub(published["root"], host="127.0.0.1", port=0, quiet=True, fail_first=10_000) as server:
+    # downloads (GET) failing for good: the zoo retries 3 times, then says so
+    with serve_hub(published["root"], host="127.0.0.1", port=0, quiet=True, fail_first=10_000,
+                   fail_match=r"^GET .*/resolve/") as server:
         out = _run_client(tmp_path, spec, HF_ENDPOINT=server.url, HF_HOME=str(tmp_path / "b"))
     assert out["retry"].startswith("WeightsError:") and "after 3 attempts" in out["retry"]

@@ -191,6 +191,13 @@ def _hf_download(repo_id: str, filename: str, revision: str | None, *, attempts:
                 f"repository {repo_id!r} has no revision {revision!r}: the pinned weights are not on "
                 f"this server. Point HF_ENDPOINT at a mirror that has them, or use {WEIGHTS_DIR_ENV}.") from e
         except LocalEntryNotFoundError as e:
+            if _transient_cause(e):
+                # hf_hub_download reports a failed HEAD (5xx, refused connection) this way too
+                last = e
+                if attempt + 1 < attempts:
+                    time.sleep(backoff * (2 ** attempt))
+                    continue
+                break
             raise WeightsError(
                 f"{where} is not in the local Hugging Face cache and downloading is off or failed "
                 f"(HF_HUB_OFFLINE or no network). Download it once online, or set {WEIGHTS_DIR_ENV} "
@@ -213,6 +220,26 @@ def _hf_download(repo_id: str, filename: str, revision: str | None, *, attempts:
                 continue
     raise WeightsError(f"downloading {where} failed after {attempts} attempts (server error or no "
                        f"connection): {last}. Try again later, or use a local copy via {WEIGHTS_DIR_ENV}.")
+
+
+def _transient_cause(exc: BaseException) -> bool:
+    """True when an exception chain holds a server error (5xx) or a connection failure."""
+    from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+    seen = set()
+    e: BaseException | None = exc.__cause__ or exc.__context__
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OfflineModeIsEnabled):
+            return False
+        if isinstance(e, HfHubHTTPError):
+            status = getattr(getattr(e, "response", None), "status_code", None)
+            return status is None or status >= 500
+        if isinstance(e, (ConnectionError, TimeoutError)) or type(e).__name__ in (
+                "ConnectError", "ConnectTimeout", "ReadTimeout", "RemoteProtocolError"):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _evict_from_hf_cache(path: Path) -> None:
