@@ -38,6 +38,7 @@ def loopback_only(monkeypatch):
     from huggingface_hub import constants
 
     monkeypatch.setattr(constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # conftest defaults to offline
     real, outside = socket.getaddrinfo, []
 
     def guarded(host, *args, **kwargs):
