@@ -12,7 +12,7 @@ Claims and how they are measured (all on a float64 deep copy of the model, in ev
   spatial size (conv blocks are size-agnostic) so the full Jacobian ``J`` is affordable:
   ``symplectic`` ``max|J^T Omega J - Omega|``; ``volume`` ``|log|det J||``; ``inverse``
   ``max|block.inverse(block(x)) - x|`` (any block with ``inverse``); ``conserved_sum`` the relative
-  error ``|sum f(x) - sum x| / sum|x|`` per sample (kind ``mass``); ``norm`` ``| ||f(x)|| - ||x|| | /
+  error ``|sum f(x) - sum x| / max(sum|x|, sum|f(x)|)`` per sample (kind ``mass``); ``norm`` ``| ||f(x)|| - ||x|| | /
   ||x||`` (kind ``sphere``).
 
 Tolerances (float64): symplectic and volume ``1e-10 * max(1, max|J|)^2`` (rounding grows with the
@@ -131,10 +131,12 @@ def inverse_error(block: nn.Module, x: torch.Tensor) -> tuple[float, float]:
 
 
 def conserved_sum_error(block: nn.Module, x: torch.Tensor) -> float:
-    """Worst per-sample ``|sum f(x) - sum x| / sum|x|``."""
+    """Worst per-sample ``|sum f(x) - sum x| / max(sum|x|, sum|f(x)|)`` (rounding of the sums
+    scales with the larger of the two masses)."""
     y = block(x)
     diff = (y.flatten(1).sum(1) - x.flatten(1).sum(1)).abs()
-    return (diff / x.flatten(1).abs().sum(1).clamp_min(1e-300)).max().item()
+    scale = torch.maximum(x.flatten(1).abs().sum(1), y.flatten(1).abs().sum(1)).clamp_min(1e-300)
+    return (diff / scale).max().item()
 
 
 def norm_error(block: nn.Module, x: torch.Tensor) -> float:
