@@ -18,6 +18,11 @@ Claims and how they are measured (all on a float64 deep copy of the model, in ev
 Tolerances (float64): symplectic and volume ``1e-10 * max(1, max|J|)^2`` (rounding grows with the
 size of the entries), inverse ``1e-10 * max(1, max|x|, max|f(x)|)``, conserved sum and norm ``1e-12``.
 A claim that does not apply to a model is reported as "n/a".
+
+The block protocol: ``model.structure_blocks()`` returns ``(name, block, kind)`` tuples with
+``kind`` in ``{'symplectic', 'volume', 'mass', 'sphere'}``; each block has
+``sample_input(spatial, batch, dtype, generator)`` returning a random input of its shape, and
+``inverse(y)`` where it is exactly invertible.
 """
 from __future__ import annotations
 
@@ -252,6 +257,9 @@ def verify_model(model: nn.Module, name: str = "", *, spatial: int = 4, seed: in
         for bname, block, kind in blocks:
             if kind not in _KIND_CLAIM:
                 raise ValueError(f"block {bname!r} has unknown kind {kind!r}; use one of {sorted(_KIND_CLAIM)}")
+            if not hasattr(block, "sample_input"):
+                raise ValueError(f"block {bname!r} ({type(block).__name__}) has no sample_input(spatial, batch, dtype, "
+                                 "generator): add one so verify knows the shape of its input")
             x = block.sample_input(spatial=spatial, batch=1 if kind in ("symplectic", "volume") else 4,
                                    dtype=torch.float64, generator=gen)
             claim = claims[_KIND_CLAIM[kind]]

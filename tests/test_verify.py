@@ -228,3 +228,12 @@ def test_cli_rejects_pretrained_without_weights():
         _cli(["hamnet_cifar10", "--pretrained"])
     with pytest.raises(ValueError, match="positive"):
         _cli(["massnet_sir", "--spatial", "0"])
+
+
+def test_block_without_sample_input_is_a_clear_error():
+    class Bare(nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="sample_input"):
+        verify_model(Holder([("volume", Bare())]), "bare")
