@@ -12,6 +12,7 @@ COMMAND_MODULES = [
     "info_cmd",
     "publish_cmd",
     "serve_hub_cmd",
+    "verify_cmd",
 ]
 
 

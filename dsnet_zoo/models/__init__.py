@@ -1,5 +1,8 @@
 """Architectures. Importing this package registers every family (one module per family)."""
 from ._base import ZooClassifier
 from ._builder import build_model
+from . import hamnet  # noqa: F401
+from . import massnet  # noqa: F401
+from . import vpnet  # noqa: F401
 
 __all__ = ["ZooClassifier", "build_model"]

@@ -1,0 +1,142 @@
+"""Hamiltonian (symplectic) layers.
+
+The state's channels are split in half, ``x = (q, p)``. The layer is one step of the symplectic
+Euler method for the separable Hamiltonian
+
+    H(q, p) = sum Phi(B p + b) + sum Psi(C q + c),   Phi' = Psi' = sigma,
+
+whose vector field is ``q' = B^T sigma(B p + b)``, ``p' = -C^T sigma(C q + c)``:
+
+    q <- q + h B^T sigma(B p + b)
+    p <- p - h C^T sigma(C q + c)      (with the updated q)
+
+Each of the two updates is the exact time-h flow of a Hamiltonian of one variable only (a shear
+whose off-diagonal Jacobian block ``h B^T diag(sigma') B`` is symmetric), so the composition is
+symplectic, ``J^T Omega J = Omega``, for *any* weights, step size h and elementwise sigma. The step
+is also exactly invertible by running the shears backwards (:meth:`HamiltonianBlock.inverse`).
+
+``B``, ``C`` are dense matrices (2-D states ``(N, 2m)``) or 3x3 convolutions (4-D states
+``(N, 2m, H, W)``, adjoint ``conv_transpose2d`` with the same weight, see
+:mod:`dsnet_zoo.layers.functional`). The gradients of ``H`` are written in closed form:
+``forward`` never calls ``torch.autograd.grad``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .functional import conv_adjoint, conv_op
+
+__all__ = ["HamiltonianBlock", "resolve_activation"]
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "tanh": torch.tanh,
+    "relu": F.relu,
+    "silu": F.silu,
+    "gelu": F.gelu,
+    "softplus": F.softplus,
+    "sigmoid": torch.sigmoid,
+    "identity": lambda t: t,
+}
+
+
+def resolve_activation(act: str | Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """An elementwise activation by name (``tanh, relu, silu, gelu, softplus, sigmoid, identity``)
+    or a callable, returned unchanged."""
+    if callable(act):
+        return act
+    if act not in _ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}; use one of {sorted(_ACTIVATIONS)} or pass a callable")
+    return _ACTIVATIONS[act]
+
+
+def _init_weight(shape: tuple[int, ...]) -> nn.Parameter:
+    fan_in = math.prod(shape[1:])
+    return nn.Parameter(torch.randn(shape) / math.sqrt(fan_in))
+
+
+class HamiltonianBlock(nn.Module):
+    """One symplectic-Euler step of a separable Hamiltonian on a ``(q, p)`` state (see module doc).
+
+    Guarantee: for any weights, biases, step ``h`` and elementwise activation, the map is
+    symplectic (``J^T Omega J = Omega`` with ``Omega = [[0, I], [-I, 0]]`` in the ``(q, p)`` split of
+    the flattened state) and :meth:`inverse` is its exact inverse (up to float rounding).
+
+    Args:
+        channels: size of the state (``2m``; must be even). Dense states are ``(N, 2m)``, conv
+            states ``(N, 2m, H, W)``.
+        hidden: rows of ``B`` and ``C`` (output channels of the convolutions); default ``m``.
+        dense: dense matrices instead of convolutions.
+        kernel_size: odd conv kernel size (``3`` by default).
+        act: the elementwise ``sigma`` (name or callable).
+        step: initial step size ``h``; ``learn_step`` makes it a trainable parameter.
+    """
+
+    kind = "symplectic"
+
+    def __init__(self, channels: int, hidden: int | None = None, *, dense: bool = False, kernel_size: int = 3,
+                 act: str | Callable = "tanh", step: float = 0.1, learn_step: bool = True, bias: bool = True):
+        super().__init__()
+        if channels < 2 or channels % 2:
+            raise ValueError(f"HamiltonianBlock needs an even number of channels (q and p halves), got {channels}")
+        if not dense and kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd for 'same' padding, got {kernel_size}")
+        self.channels = channels
+        self.dense = dense
+        m = channels // 2
+        hidden = hidden or m
+        shape = (hidden, m) if dense else (hidden, m, kernel_size, kernel_size)
+        self.weight_p = _init_weight(shape)  # B: the kinetic part, drives q
+        self.weight_q = _init_weight(shape)  # C: the potential part, drives p
+        self.bias_p = nn.Parameter(torch.zeros(hidden)) if bias else None
+        self.bias_q = nn.Parameter(torch.zeros(hidden)) if bias else None
+        step_t = torch.tensor(float(step))
+        if learn_step:
+            self.step = nn.Parameter(step_t)
+        else:
+            self.register_buffer("step", step_t)
+        self.act = resolve_activation(act)
+
+    def _check(self, x: torch.Tensor) -> None:
+        want = 2 if self.dense else 4
+        if x.dim() != want or x.shape[1] != self.channels:
+            form = "(N, C)" if self.dense else "(N, C, H, W)"
+            raise ValueError(f"HamiltonianBlock expects a {form} state with C={self.channels}, got shape "
+                             f"{tuple(x.shape)}")
+
+    def grad_p(self, p: torch.Tensor) -> torch.Tensor:
+        """``dH/dp = B^T sigma(B p + b)`` in closed form."""
+        return conv_adjoint(self.act(conv_op(p, self.weight_p, self.bias_p)), self.weight_p)
+
+    def grad_q(self, q: torch.Tensor) -> torch.Tensor:
+        """``dH/dq = C^T sigma(C q + c)`` in closed form."""
+        return conv_adjoint(self.act(conv_op(q, self.weight_q, self.bias_q)), self.weight_q)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check(x)
+        q, p = x.chunk(2, dim=1)
+        q = q + self.step * self.grad_p(p)
+        p = p - self.step * self.grad_q(q)
+        return torch.cat([q, p], dim=1)
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """The exact inverse of :meth:`forward`: the two shears undone in reverse order."""
+        self._check(y)
+        q, p = y.chunk(2, dim=1)
+        p = p + self.step * self.grad_q(q)
+        q = q - self.step * self.grad_p(p)
+        return torch.cat([q, p], dim=1)
+
+    def sample_input(self, spatial: int = 4, batch: int = 1, dtype: torch.dtype = torch.float64,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random state of the shape this block accepts (``spatial`` x ``spatial`` for convs)."""
+        shape = (batch, self.channels) if self.dense else (batch, self.channels, spatial, spatial)
+        return torch.randn(shape, dtype=dtype, generator=generator)
+
+    def extra_repr(self) -> str:
+        form = "dense" if self.dense else f"conv{self.weight_p.shape[-1]}x{self.weight_p.shape[-1]}"
+        return f"channels={self.channels}, hidden={self.weight_p.shape[0]}, {form}"
