@@ -17,6 +17,7 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
                 pretrained_tag: str = "", num_classes: int | None = None,
                 checkpoint_path: str | os.PathLike | None = None,
                 default_num_classes: int | None = None, weights: WeightsCfg | None = None,
+                input_size: tuple[int, ...] = (3, 32, 32),
                 **model_kwargs: Any) -> nn.Module:
     """Build ``model_cls`` for architecture ``arch`` and load weights when asked.
 
@@ -25,6 +26,7 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
     - ``num_classes`` must agree with the weights' when weights are loaded: a silently replaced
       head would void the weights' metrics and certificate; call ``reset_classifier`` explicitly.
     - ``weights`` is a cfg not in the registry (e.g. read from a Hub repo's ``config.json``).
+    - ``input_size`` is the architecture's input shape, used when no weights cfg gives one.
     """
     name = f"{arch}.{pretrained_tag}" if pretrained_tag else arch
     if weights is not None:
@@ -46,7 +48,8 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
         raise ValueError(f"{arch} needs num_classes")
     model = model_cls(num_classes=num_classes, **model_kwargs)
 
-    meta: dict[str, Any] = (cfg if cfg is not None else WeightsCfg(tag="")).timm_pretrained_cfg()
+    meta: dict[str, Any] = (cfg if cfg is not None else WeightsCfg(tag="", input_size=tuple(input_size))
+                             ).timm_pretrained_cfg()
     meta["architecture"] = arch
     meta["num_classes"] = num_classes
     meta["model_args"] = {k: v for k, v in model_kwargs.items()}

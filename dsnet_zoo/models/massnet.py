@@ -83,7 +83,8 @@ class MassNet(nn.Module):
 @register_model(family="massnet", dataset="sir")
 def massnet_sir(pretrained: bool = False, **kwargs) -> MassNet:
     """Mass-preserving network for the SIR time-1 flow map (sum of S, I, R conserved exactly)."""
-    return build_model(MassNet, "massnet_sir", pretrained, default_num_classes=0, **kwargs)
+    return build_model(MassNet, "massnet_sir", pretrained, default_num_classes=0, input_size=(3,),
+                       **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------
