@@ -1,5 +1,6 @@
 """Architectures. Importing this package registers every family (one module per family)."""
 from ._base import ZooClassifier
 from ._builder import build_model
+from . import massnet_weights  # noqa: F401  (imports massnet; registers the zoo's massnet_sir weights)
 
 __all__ = ["ZooClassifier", "build_model"]

@@ -254,6 +254,8 @@ def write_plot(history: list[dict[str, Any]], path: Path, title: str = "") -> No
     a.plot(ep, [h["train_loss"] for h in history], label="train")
     if all("eval_loss" in h for h in history):
         a.plot(ep, [h["eval_loss"] for h in history], label="eval")
+    if not all("eval_acc" in h for h in history):
+        a.set_yscale("log")  # regression losses span decades
     a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
     if all("eval_acc" in h for h in history):
         b.plot(ep, [h["train_acc"] for h in history], label="train")
@@ -478,7 +480,9 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
             if write_hub:
                 cfg = base_cfg if base_cfg is not None else WeightsCfg(
                     tag=recipe.tag, architecture=recipe.model, dataset=recipe.dataset, license="MIT",
-                    description=f"`{recipe.model}` trained by `dsnet-zoo train` on {recipe.dataset}.")
+                    description=(f"`{recipe.model}` trained by `dsnet-zoo train` on {recipe.dataset} "
+                                 f"({recipe.train_split} split, {len(data.y_train)} examples), evaluated on "
+                                 f"{recipe.eval_set} ({recipe.eval_split} split, {len(data.y_eval)} examples)."))
                 cfg = replace(cfg, tag=recipe.tag, architecture=recipe.model, recipe=recipe.to_dict(),
                               metrics=metrics, model_args=dict(recipe.model_args),
                               hf_hub_id=hub_repo_id or cfg.hf_hub_id or f"dsnet-zoo/{recipe.model}-{recipe.tag}",
