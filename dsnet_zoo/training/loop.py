@@ -57,8 +57,9 @@ class TrainResult:
     history: list[dict[str, Any]]
     metrics: dict[str, Any] = field(default_factory=dict)
     hub: dict[str, Any] | None = None
-    model: nn.Module | None = None  # the exported model (EMA weights when the recipe has EMA)
+    model: nn.Module | None = None  # the exported model (EMA weights when the recipe has EMA), rank 0
     completed: bool = True
+    state: dict[str, torch.Tensor] | None = None  # this rank's trained (non-EMA) weights, on CPU
 
 
 # -- small pieces ---------------------------------------------------------------------------------
@@ -466,7 +467,8 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
         if bar is not None:
             bar.close()
 
-        result = TrainResult(out, recipe, history, completed=completed)
+        result = TrainResult(out, recipe, history, completed=completed,
+                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
         if main and plot and history:
             write_plot(history, out / PLOT, title=f"{recipe.model} ({recipe.tag})")
         if main and completed:
