@@ -103,6 +103,37 @@ def test_certified_ce_needs_a_certified_model(tmp_path):
         train(th.tiny_recipe(loss="certified_ce"), tmp_path / "c", progress=False, plot=False)
 
 
+def test_schedules_warm_up_then_decay_and_onecycle_peaks_at_lr():
+    from dsnet_zoo.training.loop import _make_scheduler
+
+    def lrs(recipe, steps_per_epoch=10):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=recipe.lr)
+        sched = _make_scheduler(recipe, opt, steps_per_epoch)
+        out = []
+        for _ in range(recipe.epochs * steps_per_epoch):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    cos = lrs(th.tiny_recipe(epochs=4, lr=0.1, warmup_epochs=1.0))
+    assert cos[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])  # linear warm-up to lr
+    assert all(a >= b for a, b in zip(cos[10:], cos[11:])) and cos[-1] < 1e-3  # cosine decay to ~0
+    one = lrs(th.tiny_recipe(epochs=4, lr=0.1, schedule="onecycle"))
+    assert max(one) == pytest.approx(0.1) and one[0] < 0.01 and one[-1] < 1e-4
+    assert set(lrs(th.tiny_recipe(epochs=2, lr=0.1, schedule="constant"))) == {0.1}
+
+
+def test_training_on_a_named_image_set(data_dir, tmp_path):
+    """The image-set path: cifar10-real through dsnet_zoo.data, first 64 images to train, 32 to evaluate."""
+    recipe = th.tiny_recipe(dataset="cifar10-real", train_split="test", eval_dataset="cifar10-real",
+                            train_limit=64, eval_limit=32, epochs=1, model_args={"num_classes": 10})
+    res = train(recipe, tmp_path / "real", data_dir=data_dir, progress=False, plot=False)
+    assert res.metrics["eval_images"] == 32 and 0.0 <= res.metrics["cifar10-real"]["clean"] <= 100.0
+    assert res.history[0]["examples_per_s"] > 0 and res.history[0]["step"] == 4
+
+
 # -- data order and augmentation ---------------------------------------------------------------------
 def test_crop_flip_against_a_per_image_reference():
     g = torch.Generator().manual_seed(3)

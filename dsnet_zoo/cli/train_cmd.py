@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-HYPER = ("dataset", "epochs", "batch_size", "lr", "seed", "tag")
+HYPER = ("dataset", "eval_dataset", "epochs", "batch_size", "lr", "seed", "tag", "train_limit", "eval_limit")
 
 
 def add_parser(sub) -> None:
@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("name", help="ARCH (the family's default recipe) or ARCH.TAG (rerun that tag's recipe)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.pt, log.jsonl, curves.png, hub/")
     p.add_argument("--dataset", help="training set (e.g. cifar10-jpeg75, cifar10, sir)")
+    p.add_argument("--eval-dataset", help="set whose metrics are recorded (e.g. cifar10-real)")
+    p.add_argument("--train-limit", type=int, help="train on the first N examples only (short runs)")
+    p.add_argument("--eval-limit", type=int, help="evaluate on the first N examples only")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int, help="global batch size (split over DDP processes)")
     p.add_argument("--lr", type=float, help="peak learning rate")
