@@ -98,6 +98,22 @@ def test_certified_ce_offset_logits_classify_exactly_the_certified_examples():
         certified_cross_entropy(z, y, float("inf"), eps)
 
 
+def test_certified_ce_trains_a_bounded_model_with_its_current_bound(tmp_path):
+    from dsnet_zoo.training.losses import build_loss
+
+    recipe = th.tiny_recipe(model=th.LINEAR_ARCH, loss="certified_ce", cert_eps=0.5, epochs=2, ema=None)
+    model = dsnet_zoo.create(th.LINEAR_ARCH)
+    loss_fn = build_loss(recipe, model)
+    loss_fn.refresh()
+    assert loss_fn.lipschitz == pytest.approx(model.lipschitz_upper_bound())
+    with torch.no_grad():
+        model.head.weight.mul_(3.0)
+    loss_fn.refresh()  # the bound follows the weights
+    assert loss_fn.lipschitz == pytest.approx(model.lipschitz_upper_bound())
+    res = train(recipe, tmp_path / "cert", progress=True, plot=False)
+    assert len(res.history) == 2 and math.isfinite(res.history[-1]["train_loss"])
+
+
 def test_certified_ce_needs_a_certified_model(tmp_path):
     with pytest.raises(ValueError, match="certified Lipschitz bound"):
         train(th.tiny_recipe(loss="certified_ce"), tmp_path / "c", progress=False, plot=False)

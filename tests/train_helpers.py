@@ -13,6 +13,7 @@ from dsnet_zoo.models import ZooClassifier, build_model
 from dsnet_zoo.training import Recipe, TrainData, register_train_dataset
 
 ARCH = "tinytrain_net"
+LINEAR_ARCH = "tinytrain_linear"
 DATASET = "tiny-synthetic"
 
 
@@ -44,6 +45,32 @@ def tinytrain_net(pretrained=False, **kwargs):
 
 if not registry.is_model(ARCH):
     registry.register_model(family="tinytrain", dataset=DATASET)(tinytrain_net)
+
+
+class TinyLinear(ZooClassifier):
+    """flatten -> linear; its certified L2 Lipschitz bound is the exact spectral norm of the weight."""
+
+    def __init__(self, num_classes: int = 4):
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, 3 * 8 * 8
+        self.head = self._make_head(num_classes)
+
+    def _make_head(self, n):
+        return nn.Linear(self.num_features, n)
+
+    def forward_features(self, x):
+        return x.flatten(1)
+
+    def lipschitz_upper_bound(self):
+        return float(torch.linalg.matrix_norm(self.head.weight.detach().double(), 2))
+
+
+def tinytrain_linear(pretrained=False, **kwargs):
+    return build_model(TinyLinear, LINEAR_ARCH, pretrained, default_num_classes=4, **kwargs)
+
+
+if not registry.is_model(LINEAR_ARCH):
+    registry.register_model(family="tinytrain", dataset=DATASET)(tinytrain_linear)
 
 
 def make_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

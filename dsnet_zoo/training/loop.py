@@ -408,7 +408,10 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
             net.train()
             t0 = time.perf_counter()
             sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n
+            refresh = getattr(loss_fn, "refresh", None)
             for xb, yb in iterate_epoch(data_dev, recipe, epoch, step, dist_info.rank, dist_info.world, dev):
+                if refresh is not None:
+                    refresh()
                 with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
                                     enabled=amp_dtype is not None):
                     out_b = net(xb)

@@ -71,12 +71,34 @@ def certified_cross_entropy(logits: torch.Tensor, target: torch.Tensor, lipschit
     return F.cross_entropy(temperature * shifted, target) / temperature
 
 
+class CertifiedCELoss:
+    """:func:`certified_cross_entropy` with the model's current Lipschitz bound.
+
+    :meth:`refresh` reads the bound; the loop calls it before each forward pass, because computing
+    a bound may update the layers' cached state in place, which must not happen between a forward
+    pass and its backward pass.
+    """
+
+    def __init__(self, bound_fn, eps: float, temperature: float):
+        self.bound_fn, self.eps, self.temperature = bound_fn, eps, temperature
+        self.lipschitz: float | None = None
+
+    def refresh(self) -> None:
+        with torch.no_grad():
+            self.lipschitz = float(self.bound_fn())
+
+    def __call__(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.lipschitz is None:
+            self.refresh()
+        return certified_cross_entropy(out, y, self.lipschitz, self.eps, self.temperature)
+
+
 def build_loss(recipe, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The recipe's loss as ``fn(outputs, targets) -> scalar``.
 
-    For ``certified_ce`` the model's Lipschitz bound is read at every call (it changes as the
-    weights train, unless the architecture fixes it); a model without a certified bound is an
-    error, since the offset would certify nothing.
+    For ``certified_ce`` the model's Lipschitz bound is re-read before every step (it changes as
+    the weights train, unless the architecture fixes it; see :class:`CertifiedCELoss`); a model
+    without a certified bound is an error, since the offset would certify nothing.
     """
     if recipe.loss == "hinge":
         return lambda out, y: multiclass_hinge(out, y, recipe.margin)
@@ -90,10 +112,5 @@ def build_loss(recipe, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
             raise ValueError(f"loss 'certified_ce' needs a model with a certified Lipschitz bound; "
                              f"{type(model).__name__}.lipschitz_upper_bound() gives none. Use 'hinge' or 'ce'.")
 
-        def loss(out, y):
-            with torch.no_grad():
-                lip = float(bound_fn())
-            return certified_cross_entropy(out, y, lip, recipe.cert_eps, recipe.temperature)
-
-        return loss
+        return CertifiedCELoss(bound_fn, recipe.cert_eps, recipe.temperature)
     raise ValueError(f"unknown loss {recipe.loss!r}")

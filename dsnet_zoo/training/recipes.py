@@ -209,7 +209,10 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 
 
 def default_recipe(arch: str, **overrides: Any) -> Recipe:
-    """The default recipe of ``arch``'s family, with ``overrides`` applied."""
+    """The default recipe of ``arch``'s family, with ``overrides`` applied (``None`` values ignored).
+
+    The warm-up is ``min(family warm-up, epochs / 10)`` epochs unless given, so ``--epochs 1`` works.
+    """
     from ..registry import arch_info
 
     info = arch_info(arch)
@@ -223,4 +226,6 @@ def default_recipe(arch: str, **overrides: Any) -> Recipe:
     if info.get("dataset") == "cifar100" and base.get("dataset", "").startswith("cifar10"):
         base.update(dataset="cifar100", eval_dataset="cifar100-real")
     base.update({k: v for k, v in overrides.items() if v is not None})
+    if "warmup_epochs" not in overrides:  # shorter runs get a proportionally shorter warm-up
+        base["warmup_epochs"] = min(base.get("warmup_epochs", 0.0), base["epochs"] / 10)
     return Recipe(model=arch, **base)
