@@ -16,6 +16,7 @@ from dsnet_zoo.training import train  # noqa: E402
 
 
 def main() -> None:
+    th.register()
     out = Path(sys.argv[1])
     recipe = th.Recipe.from_json(sys.argv[2])
     res = train(recipe, out / "run", device="cpu", progress=False, plot=False)

@@ -21,6 +21,13 @@ from conftest import REPO_ROOT, subprocess_env
 from dsnet_zoo.training import train
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_registered():
+    th.register()
+    yield
+    th.unregister()
+
+
 def _torchrun(out, recipe):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(REPO_ROOT / "tests" / "ddp_worker.py"), str(out), recipe.to_json()]

@@ -8,15 +8,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import train_helpers as th  # noqa: F401  (registers the tiny arch and dataset)
+import train_helpers as th
 import dsnet_zoo
 from dsnet_zoo import registry
 from dsnet_zoo.cli import main as cli_main
-from dsnet_zoo.hub import WeightsCfg, sha256_file
+from dsnet_zoo.hub import sha256_file
 from dsnet_zoo.training import (Recipe, RecipeError, certified_cross_entropy, crop_flip, default_recipe,
                                 epoch_order, multiclass_hinge, train)
 from dsnet_zoo.training.data import global_batches
 from dsnet_zoo.training.loop import _float32_islands
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_registered():
+    th.register()
+    yield
+    th.unregister()
 
 
 # -- recipes ----------------------------------------------------------------------------------------

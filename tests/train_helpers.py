@@ -1,11 +1,13 @@
-"""A tiny registered classifier and a tiny synthetic image set for the training tests (CI speed).
+"""A tiny classifier and a tiny synthetic image set for the training tests (CI speed).
 
-Imported by tests/test_training.py, tests/test_train_ddp.py and the DDP worker script; registering
-twice in one process is avoided, so the import is idempotent.
+:func:`register` adds them to the registries (idempotent) and :func:`unregister` removes them, so
+other test modules that iterate over every registered architecture never see them. The test
+modules use a module-scoped fixture; the DDP worker registers in its own processes.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from dsnet_zoo import registry
@@ -43,9 +45,6 @@ def tinytrain_net(pretrained=False, **kwargs):
     return build_model(TinyNet, ARCH, pretrained, default_num_classes=4, **kwargs)
 
 
-if not registry.is_model(ARCH):
-    registry.register_model(family="tinytrain", dataset=DATASET)(tinytrain_net)
-
 
 class TinyLinear(ZooClassifier):
     """flatten -> linear; its certified L2 Lipschitz bound is the exact spectral norm of the weight."""
@@ -59,7 +58,8 @@ class TinyLinear(ZooClassifier):
         return nn.Linear(self.num_features, n)
 
     def forward_features(self, x):
-        return x.flatten(1)
+        # average-pool any input to 8x8 (operator norm <= 1, identity on 8x8), so the bound below holds
+        return F.adaptive_avg_pool2d(x, 8).flatten(1)
 
     def lipschitz_upper_bound(self):
         return float(torch.linalg.matrix_norm(self.head.weight.detach().double(), 2))
@@ -68,9 +68,6 @@ class TinyLinear(ZooClassifier):
 def tinytrain_linear(pretrained=False, **kwargs):
     return build_model(TinyLinear, LINEAR_ARCH, pretrained, default_num_classes=4, **kwargs)
 
-
-if not registry.is_model(LINEAR_ARCH):
-    registry.register_model(family="tinytrain", dataset=DATASET)(tinytrain_linear)
 
 
 def make_images(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -91,7 +88,20 @@ def _load(recipe, data_dir) -> TrainData:
     return TrainData(x, y, xe, ye, "classification", 4, {"synthetic": True})
 
 
-register_train_dataset(DATASET, _load, overwrite=True)
+def register() -> None:
+    for name, fn in ((ARCH, tinytrain_net), (LINEAR_ARCH, tinytrain_linear)):
+        if not registry.is_model(name):
+            registry.register_model(family="tinytrain", dataset=DATASET)(fn)
+    register_train_dataset(DATASET, _load, overwrite=True)
+
+
+def unregister() -> None:
+    from dsnet_zoo.training import data as training_data
+
+    for name in (ARCH, LINEAR_ARCH):
+        for table in (registry._entrypoints, registry._arch_meta, registry._pretrained):
+            table.pop(name, None)
+    training_data._LOADERS.pop(DATASET, None)
 
 
 def tiny_recipe(**kw) -> Recipe:
