@@ -112,6 +112,9 @@ def load_train_data(recipe, data_dir: str | os.PathLike | None = None) -> TrainD
     if loader is not None:
         data = loader(recipe, data_dir)
     elif recipe.dataset in _image_dataset_names():
+        if recipe.task != "classification":
+            raise ValueError(f"{recipe.dataset!r} is an image classification set, but {recipe.model}'s recipe "
+                             f"is a {recipe.task} task; pick a {recipe.task} dataset (e.g. 'sir')")
         data = _load_image_task(recipe, data_dir)
     else:
         raise ValueError(f"unknown training dataset {recipe.dataset!r}; known: {', '.join(list_train_datasets())}")

@@ -346,10 +346,6 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
         if ckpt_path.exists() and not resume:
             raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
                                   "or choose another output folder")
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            _atomic_text(out / "recipe.json", recipe.to_json() + "\n")
-
         _seed_all(recipe.seed)
         model = create(recipe.model, **dict(recipe.model_args))
         if data is None:
@@ -357,6 +353,9 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
         if data.task == "classification" and getattr(model, "num_classes", None) != data.num_classes:
             raise ValueError(f"{recipe.model} has {getattr(model, 'num_classes', None)} classes but "
                              f"{recipe.dataset} has {data.num_classes}")
+        if main:  # written once the recipe's model and data are known to load
+            out.mkdir(parents=True, exist_ok=True)
+            _atomic_text(out / "recipe.json", recipe.to_json() + "\n")
         model.to(dev)
         data_dev = data.to(dev)
         steps_per_epoch = len(data.y_train) // recipe.batch_size
