@@ -266,6 +266,15 @@ def test_bf16_autocast_keeps_norm_layers_in_float32():
     assert seen["conv"] == torch.bfloat16 and seen["norm"] == (torch.float32, torch.float32)
 
 
+def test_bf16_autocast_training_keeps_float32_parameters(tmp_path):
+    res = train(th.tiny_recipe(epochs=1, amp="bf16"), tmp_path / "amp", device="cpu", progress=False, plot=False)
+    assert all(v.dtype == torch.float32 for v in res.state.values() if v.is_floating_point())
+    assert math.isfinite(res.history[0]["train_loss"])
+    # bf16 changed the arithmetic: the run is not the float32 run
+    ref = train(th.tiny_recipe(epochs=1, amp="none"), tmp_path / "fp32", device="cpu", progress=False, plot=False)
+    assert any(not torch.equal(res.state[k], ref.state[k]) for k in ref.state)
+
+
 # -- the command line ---------------------------------------------------------------------------------
 def test_cli_train_tag_reruns_the_recorded_recipe_bit_for_bit(tmp_path, capsys):
     recipe = th.tiny_recipe(epochs=2, tag="rerun", augment="crop_flip")
