@@ -264,6 +264,13 @@ def test_bf16_autocast_keeps_norm_layers_in_float32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         model(x)
     assert seen["conv"] == torch.bfloat16 and seen["norm"] == (torch.float32, torch.float32)
+    opted_out = th.TinyNet()
+    opted_out.norm.autocast_float32 = False  # a module that manages its own precision is left alone
+    opted_out.norm.register_forward_hook(lambda m, a, o: seen.__setitem__("norm", (a[0].dtype, o.dtype)))
+    _float32_islands(opted_out, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        opted_out(x)
+    assert seen["norm"][0] == torch.bfloat16
 
 
 def test_bf16_autocast_training_keeps_float32_parameters(tmp_path):

@@ -18,7 +18,8 @@ is checkpointed. It needs the same device type, thread count and library version
 Mixed precision: with ``amp`` ``bf16`` (``auto`` on CUDA) the forward pass runs under bf16
 autocast, so convolutions and matmuls run in bf16; normalisation layers and constraint modules
 (any module with ``_compute_weight``, the 1-Lipschitz layers' normaliser, or with
-``autocast_float32 = True``) run with autocast off on float32 inputs, and losses, bounds and
+``autocast_float32 = True``; a module that sets ``autocast_float32 = False`` manages its own
+precision) run with autocast off on float32 inputs, and losses, bounds and
 evaluation are float32. Parameters and optimizer states stay float32.
 """
 from __future__ import annotations
@@ -131,7 +132,10 @@ def _float32_islands(model: nn.Module, device_type: str) -> list:
             ctx.__exit__(None, None, None)
 
     for m in model.modules():
-        if isinstance(m, norm_types) or hasattr(m, "_compute_weight") or getattr(m, "autocast_float32", False):
+        flag = getattr(m, "autocast_float32", None)
+        if flag is False:  # the module manages its own precision (e.g. float32 normaliser, bf16 conv)
+            continue
+        if isinstance(m, norm_types) or hasattr(m, "_compute_weight") or flag:
             handles.append(m.register_forward_pre_hook(pre))
             handles.append(m.register_forward_hook(post, always_call=True))
     return handles
