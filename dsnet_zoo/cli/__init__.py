@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "publish_cmd",
     "serve_hub_cmd",
     "verify_cmd",
+    "train_cmd",
 ]
 
 

@@ -4,5 +4,6 @@ from ._builder import build_model
 from . import hamnet  # noqa: F401
 from . import massnet  # noqa: F401
 from . import vpnet  # noqa: F401
+from . import massnet_weights  # noqa: F401  (imports massnet; registers the zoo's massnet_sir weights)
 
 __all__ = ["ZooClassifier", "build_model"]

@@ -1,0 +1,510 @@
+"""The training loop: one function, :func:`train`, from a :class:`Recipe` to a Hub-ready repo folder.
+
+What ``out_dir`` holds after a run:
+
+- ``checkpoint.pt``: model, optimizer, scheduler, EMA, RNG states (torch, CUDA, numpy, python),
+  the data position (epoch, global step) and the history; rewritten atomically after every epoch.
+- ``log.jsonl``: one JSON object per epoch (loss, accuracy or MSE, learning rate, time, images/s).
+- ``curves.png``: loss and accuracy (or MSE) per epoch.
+- ``recipe.json``, ``metrics.json`` and ``hub/`` (``model.safetensors``, ``config.json``,
+  ``README.md``, written by :func:`dsnet_zoo.hub.write_hub_repo`, whose ``recipe`` is this run's).
+
+Resume guarantee: on CPU, ``train(r, d)`` and ``train(r, d, stop_after=k)`` followed by
+``train(r, d, resume=True)`` end with bit-identical parameters, because the data order and the
+augmentation are functions of the seeds and the epoch/step counters (never of a running
+generator), and every other state that evolves (model, optimizer, scheduler, EMA, global RNGs)
+is checkpointed. It needs the same device type, thread count and library versions.
+
+Mixed precision: with ``amp`` ``bf16`` (``auto`` on CUDA) the forward pass runs under bf16
+autocast, so convolutions and matmuls run in bf16; normalisation layers and constraint modules
+(any module with ``_compute_weight``, the 1-Lipschitz layers' normaliser, or with
+``autocast_float32 = True``; a module that sets ``autocast_float32 = False`` manages its own
+precision) run with autocast off on float32 inputs, and losses, bounds and
+evaluation are float32. Parameters and optimizer states stay float32.
+"""
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import ddp
+from .data import TrainData, iterate_epoch, load_train_data, to_model_input
+from .losses import build_loss
+from .recipes import Recipe
+
+__all__ = ["train", "TrainResult", "ModelEMA", "resolve_device", "evaluate_model", "CHECKPOINT", "LOG", "PLOT"]
+
+CHECKPOINT = "checkpoint.pt"
+LOG = "log.jsonl"
+PLOT = "curves.png"
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    recipe: Recipe
+    history: list[dict[str, Any]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+    hub: dict[str, Any] | None = None
+    model: nn.Module | None = None  # the exported model (EMA weights when the recipe has EMA), rank 0
+    completed: bool = True
+    state: dict[str, torch.Tensor] | None = None  # this rank's trained (non-EMA) weights, on CPU
+
+
+# -- small pieces ---------------------------------------------------------------------------------
+def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+        return torch.device("cuda", local_rank)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+
+
+class ModelEMA:
+    """Exponential moving average of a model's floating-point state (parameters and buffers).
+
+    ``decay_t = min(decay, (1 + t) / (10 + t))`` at update ``t``: early averages are not dominated
+    by the random initialisation. Non-float buffers are copied.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.updates = 0
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            s = self.shadow[k]
+            if v.dtype.is_floating_point:
+                s.mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                s.copy_(v)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.decay, self.updates = state["decay"], state["updates"]
+        for k, v in state["shadow"].items():
+            self.shadow[k].copy_(v)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict(self.shadow)
+
+
+def _float32_islands(model: nn.Module, device_type: str) -> list:
+    """Run norm layers and constraint modules with autocast off, on float32 inputs."""
+    norm_types = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.LocalResponseNorm)
+    handles = []
+
+    def pre(mod, args):
+        ctx = torch.autocast(device_type=device_type, enabled=False)
+        ctx.__enter__()
+        mod._dsnet_amp_ctx = ctx
+        return tuple(a.float() if torch.is_tensor(a) and a.dtype in (torch.bfloat16, torch.float16) else a
+                     for a in args)
+
+    def post(mod, args, out):
+        ctx = mod.__dict__.pop("_dsnet_amp_ctx", None)
+        if ctx is not None:
+            ctx.__exit__(None, None, None)
+
+    for m in model.modules():
+        flag = getattr(m, "autocast_float32", None)
+        if flag is False:  # the module manages its own precision (e.g. float32 normaliser, bf16 conv)
+            continue
+        if isinstance(m, norm_types) or hasattr(m, "_compute_weight") or flag:
+            handles.append(m.register_forward_pre_hook(pre))
+            handles.append(m.register_forward_hook(post, always_call=True))
+    return handles
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    from ..hub import atomic_write_bytes
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    from ..hub import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    """Weight decay on weight matrices/kernels only (``ndim >= 2``); biases, step sizes and norm
+    parameters are not decayed."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+    other = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum,
+                               nesterov=recipe.nesterov and recipe.momentum > 0)
+    if recipe.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=recipe.lr)
+    return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def _make_scheduler(recipe: Recipe, opt: torch.optim.Optimizer, steps_per_epoch: int):
+    """Stepped once per batch. ``cosine``: linear warm-up over ``warmup_epochs`` then cosine to 0;
+    ``onecycle``: torch's OneCycleLR with peak ``lr``; ``constant``: ``lr`` throughout."""
+    total = recipe.epochs * steps_per_epoch
+    if recipe.schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=recipe.lr, total_steps=total)
+    warm = int(round(recipe.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if recipe.schedule == "constant":
+            return 1.0
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, loss_fn=None,
+                   batch_size: int = 500, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+    """Loss and accuracy (percent) of a classifier, or MSE of a regressor, on ``(x, y)`` in ``dtype``,
+    in eval mode, without autocast."""
+    was = model.training
+    model.eval()
+    total, correct, loss_sum, sq_sum = 0, 0, 0.0, 0.0
+    for i in range(0, len(y), batch_size):
+        xb = to_model_input(x[i:i + batch_size], dtype)
+        yb = y[i:i + batch_size]
+        out = model(xb)
+        n = len(yb)
+        if task == "classification":
+            correct += int((out.argmax(1) == yb).sum())
+            if loss_fn is not None:
+                loss_sum += float(loss_fn(out, yb)) * n
+        else:
+            sq_sum += float(((out - yb.to(out.dtype)) ** 2).mean(dim=tuple(range(1, out.dim()))).sum())
+        total += n
+    model.train(was)
+    if task == "classification":
+        res = {"acc": 100.0 * correct / total}
+        if loss_fn is not None:
+            res["loss"] = loss_sum / total
+        return res
+    return {"mse": sq_sum / total, "loss": sq_sum / total}
+
+
+def _check_plot_available() -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise ImportError("the training plot needs matplotlib: pip install 'dsnet_zoo[plot]' "
+                          "(or pass plot=False / --no-plot)") from e
+
+
+def write_plot(history: list[dict[str, Any]], path: Path, title: str = "") -> None:
+    """Loss (train, eval) and accuracy or MSE per epoch as a PNG, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [h["epoch"] for h in history]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    a.plot(ep, [h["train_loss"] for h in history], label="train")
+    if all("eval_loss" in h for h in history):
+        a.plot(ep, [h["eval_loss"] for h in history], label="eval")
+    if not all("eval_acc" in h for h in history):
+        a.set_yscale("log")  # regression losses span decades
+    a.set_xlabel("epoch"), a.set_ylabel("loss"), a.legend()
+    if all("eval_acc" in h for h in history):
+        b.plot(ep, [h["train_acc"] for h in history], label="train")
+        b.plot(ep, [h["eval_acc"] for h in history], label="eval")
+        b.set_ylabel("accuracy (%)")
+    else:
+        b.plot(ep, [h["eval_mse"] for h in history], label="eval MSE")
+        b.set_yscale("log"), b.set_ylabel("MSE")
+    b.set_xlabel("epoch"), b.legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    from ..hub import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# -- final metrics ----------------------------------------------------------------------------------
+def final_metrics(model: nn.Module, data: TrainData, recipe: Recipe) -> dict[str, Any]:
+    """What goes into the weights' ``metrics``.
+
+    Classification: ``{eval_set: {"clean": accuracy in percent}}`` on the evaluation set, plus the
+    number of images. Regression: test MSE in float32 and in float64 (the float32 weights run in
+    float64) and, when the model has mass-preserving blocks, the largest relative change of the
+    conserved sum ``|sum f(x) - sum x| / |sum x|`` over the test set in float64.
+    """
+    model = model.to("cpu").eval()
+    x, y = data.x_eval.cpu(), data.y_eval.cpu()
+    if data.task == "classification":
+        res = evaluate_model(model, x, y, "classification")
+        return {recipe.eval_set: {"clean": round(res["acc"], 4)}, "eval_images": len(y),
+                "eval_split": recipe.eval_split}
+    m32 = evaluate_model(model, x, y, "regression")["mse"]
+    x64 = data.extra.get("x_eval_float64", x.double())
+    y64 = data.extra.get("y_eval_float64", y.double())
+    m64 = _copy_as(model, torch.float64)
+    with torch.no_grad():
+        out = m64(x64)
+    metrics: dict[str, Any] = {
+        "test_mse": float(((out - y64) ** 2).mean()), "test_mse_float32": m32,
+        "test_examples": len(y), "eval_set": f"{recipe.eval_set} ({recipe.eval_split})"}
+    kinds = {k for _, _, k in getattr(model, "structure_blocks", lambda: [])()}
+    if "mass" in kinds:
+        rel = ((out.sum(1) - x64.sum(1)).abs() / x64.sum(1).abs()).max()
+        metrics["conserved_sum_max_rel_error_float64"] = float(rel)
+    return metrics
+
+
+def _copy_as(model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(model).to(dtype).eval()
+
+
+# -- the loop ---------------------------------------------------------------------------------------
+def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
+          device: str | torch.device = "auto", resume: bool = False, progress: bool = True,
+          plot: bool = True, stop_after: int | None = None, write_hub: bool = True,
+          base_cfg=None, hub_repo_id: str | None = None, data: TrainData | None = None,
+          log=print) -> TrainResult:
+    """Train ``recipe`` into ``out_dir`` (see the module doc for what it writes).
+
+    - ``resume``: continue from ``out_dir/checkpoint.pt`` (which must come from the same recipe);
+      without a checkpoint there, training starts from epoch 1. Without ``resume`` an existing
+      checkpoint is an error (it is never overwritten by accident).
+    - ``stop_after``: stop after that epoch as if interrupted (checkpoint written, no Hub folder).
+    - ``base_cfg``: a :class:`~dsnet_zoo.hub.WeightsCfg` to complete (a registered tag's, when
+      rerunning ``ARCH.TAG``); ``hub_repo_id``: the Hub repo id recorded in the cfg.
+    - ``data``: in-memory data instead of ``recipe.dataset`` (tests).
+    Under ``torchrun`` every process calls this; rank 0 writes all files.
+    """
+    from .. import create
+    from ..hub import WeightsCfg, write_hub_repo
+
+    if plot:
+        _check_plot_available()
+    env = ddp.env_info()
+    dev = resolve_device(device, env.local_rank)
+    dist_info = ddp.setup(dev)
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT
+    main = dist_info.is_main
+    try:
+        if ckpt_path.exists() and not resume:
+            raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
+                                  "or choose another output folder")
+        _seed_all(recipe.seed)
+        model = create(recipe.model, **dict(recipe.model_args))
+        if data is None:
+            data = load_train_data(recipe, data_dir)
+        if data.task == "classification" and getattr(model, "num_classes", None) != data.num_classes:
+            raise ValueError(f"{recipe.model} has {getattr(model, 'num_classes', None)} classes but "
+                             f"{recipe.dataset} has {data.num_classes}")
+        if main:  # written once the recipe's model and data are known to load
+            out.mkdir(parents=True, exist_ok=True)
+            _atomic_text(out / "recipe.json", recipe.to_json() + "\n")
+        model.to(dev)
+        data_dev = data.to(dev)
+        steps_per_epoch = len(data.y_train) // recipe.batch_size
+        if steps_per_epoch < 1:
+            raise ValueError(f"batch size {recipe.batch_size} exceeds the {len(data.y_train)} training examples")
+
+        loss_fn = build_loss(recipe, model)
+        opt = _make_optimizer(recipe, model)
+        sched = _make_scheduler(recipe, opt, steps_per_epoch)
+        ema = ModelEMA(model, recipe.ema) if recipe.ema else None
+        amp_dtype = torch.bfloat16 if (recipe.amp == "bf16" or (recipe.amp == "auto" and dev.type == "cuda")) else None
+        if amp_dtype is not None:
+            _float32_islands(model, dev.type)
+        net: nn.Module = model
+        if dist_info.enabled:
+            net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+        history: list[dict[str, Any]] = []
+        start_epoch, step = 1, 0
+        if resume and ckpt_path.exists():
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            if state["recipe"] != recipe.to_dict():
+                diff = sorted(k for k in set(state["recipe"]) | set(recipe.to_dict())
+                              if state["recipe"].get(k) != recipe.to_dict().get(k))
+                raise ValueError(f"{ckpt_path} was written by a different recipe (fields {', '.join(diff)} "
+                                 "differ); resume with the same recipe or choose another output folder")
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            if ema is not None:
+                ema.load_state_dict(state["ema"])
+            _set_rng_state(state["rng"])
+            history = state["history"]
+            start_epoch, step = state["epoch"] + 1, state["step"]
+            if main:
+                log(f"resuming {recipe.model} from {ckpt_path} after epoch {state['epoch']} (step {step})")
+        elif resume and main:
+            log(f"no checkpoint in {out}: starting {recipe.model} from epoch 1")
+
+        bar = None
+        if progress and main:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch,
+                       desc=recipe.model, unit="step", dynamic_ncols=True, file=sys.stderr)
+        eval_model = _copy_as(model, torch.float32) if ema is not None else None
+        completed = True
+        for epoch in range(start_epoch, recipe.epochs + 1):
+            net.train()
+            t0 = time.perf_counter()
+            sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n
+            refresh = getattr(loss_fn, "refresh", None)
+            for xb, yb in iterate_epoch(data_dev, recipe, epoch, step, dist_info.rank, dist_info.world, dev):
+                if refresh is not None:
+                    refresh()
+                with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
+                                    enabled=amp_dtype is not None):
+                    out_b = net(xb)
+                loss = loss_fn(out_b, yb)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}: "
+                                             "lower the learning rate or add grad_clip")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if recipe.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
+                opt.step()
+                sched.step()
+                if ema is not None:
+                    ema.update(model)
+                step += 1
+                with torch.no_grad():
+                    n = len(yb)
+                    sums[0] += loss.detach().double() * n
+                    if data.task == "classification":
+                        sums[1] += (out_b.argmax(1) == yb).sum()
+                    sums[2] += n
+                if bar is not None:
+                    bar.update(1)
+            ddp.all_reduce_sum(sums, dist_info)
+            seconds = time.perf_counter() - t0
+            record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
+                                      "train_loss": float(sums[0] / sums[2])}
+            if data.task == "classification":
+                record["train_acc"] = float(100.0 * sums[1] / sums[2])
+            if main:
+                target = model
+                if ema is not None:
+                    ema.copy_to(eval_model)
+                    target = eval_model
+                ev = evaluate_model(target, data_dev.x_eval, data_dev.y_eval, data.task,
+                                    loss_fn if data.task == "classification" else None)
+                record.update({f"eval_{k}": v for k, v in ev.items()})
+                record.update(seconds=round(seconds, 3), examples_per_s=round(float(sums[2]) / seconds, 1))
+                history.append(record)
+                if bar is not None:
+                    bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.4g}",
+                                    **({"eval_acc": f"{record['eval_acc']:.2f}"} if "eval_acc" in record
+                                       else {"eval_mse": f"{record['eval_mse']:.3g}"}))
+                _atomic_torch_save({
+                    "recipe": recipe.to_dict(), "epoch": epoch, "step": step,
+                    "data_order": {"data_seed": recipe.data_seed, "next_epoch": epoch + 1, "next_step": step},
+                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None, "rng": _rng_state(),
+                    "history": history, "world_size": dist_info.world}, ckpt_path)
+                _atomic_text(out / LOG, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
+            ddp.barrier(dist_info)
+            if stop_after is not None and epoch >= stop_after and epoch < recipe.epochs:
+                completed = False
+                break
+        if bar is not None:
+            bar.close()
+
+        result = TrainResult(out, recipe, history, completed=completed,
+                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
+        if main and plot and history:
+            write_plot(history, out / PLOT, title=f"{recipe.model} ({recipe.tag})")
+        if main and completed:
+            final = _copy_as(model, torch.float32)
+            if ema is not None:
+                ema.copy_to(final)
+            final = final.to("cpu").eval()
+            metrics = final_metrics(final, data, recipe)
+            _atomic_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            result.metrics, result.model = metrics, final
+            if write_hub:
+                cfg = base_cfg if base_cfg is not None else WeightsCfg(
+                    tag=recipe.tag, architecture=recipe.model, dataset=recipe.dataset, license="MIT",
+                    description=(f"`{recipe.model}` trained by `dsnet-zoo train` on {recipe.dataset} "
+                                 f"({recipe.train_split} split, {len(data.y_train)} examples), evaluated on "
+                                 f"{recipe.eval_set} ({recipe.eval_split} split, {len(data.y_eval)} examples)."))
+                cfg = replace(cfg, tag=recipe.tag, architecture=recipe.model, recipe=recipe.to_dict(),
+                              metrics=metrics, model_args=dict(recipe.model_args),
+                              hf_hub_id=hub_repo_id or cfg.hf_hub_id or f"dsnet-zoo/{recipe.model}-{recipe.tag}",
+                              input_size=tuple(data.x_train.shape[1:]),
+                              num_classes=getattr(final, "num_classes", None))
+                total_s = sum(h.get("seconds", 0.0) for h in history)
+                card = ("## Training run\n\n"
+                        f"- `dsnet-zoo train {recipe.model}.{recipe.tag} --out DIR` reruns this recipe\n"
+                        f"- {recipe.epochs} epochs, {history[-1]['step']} steps, {total_s:.0f} s of training "
+                        f"on {dev.type} ({torch.get_num_threads()} threads, {dist_info.world} process(es)), "
+                        f"torch {torch.__version__}\n"
+                        "- bit-for-bit reruns need the same device type, thread count and library versions\n"
+                        f"- last epoch: `{json.dumps(history[-1], sort_keys=True)}`\n")
+                result.hub = write_hub_repo(final, cfg, out / "hub", overwrite=True, card_extra=card)
+        return result
+    finally:
+        ddp.teardown(dist_info)

@@ -1,0 +1,331 @@
+"""Training: recipes, losses, augmentation, the loop (bit-for-bit resume, outputs), the CLI, massnet_sir."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_helpers as th
+import dsnet_zoo
+from dsnet_zoo import registry
+from dsnet_zoo.cli import main as cli_main
+from dsnet_zoo.hub import sha256_file
+from dsnet_zoo.training import (Recipe, RecipeError, certified_cross_entropy, crop_flip, default_recipe,
+                                epoch_order, multiclass_hinge, train)
+from dsnet_zoo.training.data import global_batches
+from dsnet_zoo.training.loop import _float32_islands
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tiny_registered():
+    th.register()
+    yield
+    th.unregister()
+
+
+# -- recipes ----------------------------------------------------------------------------------------
+def test_recipe_round_trips_through_dict_and_json():
+    r = th.tiny_recipe(margin=0.3, ema=None, model_args={"width": 6}, grad_clip=2.0)
+    assert Recipe.from_dict(r.to_dict()) == r
+    assert Recipe.from_json(r.to_json()) == r
+    assert Recipe.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+
+
+@pytest.mark.parametrize("family_arch", ["hamnet_cifar10", "vpnet_cifar10", "massnet_sir", "lipnet_cifar10"])
+def test_default_recipes_exist_and_round_trip(family_arch):
+    if not registry.is_model(family_arch):
+        pytest.skip(f"{family_arch} is not registered in this checkout")
+    r = default_recipe(family_arch)
+    assert r.model == family_arch and Recipe.from_dict(r.to_dict()) == r
+
+
+def test_recipe_rejects_unknown_and_inconsistent_fields():
+    d = th.tiny_recipe().to_dict()
+    with pytest.raises(RecipeError, match="unknown recipe field"):
+        Recipe.from_dict({**d, "learning_rate": 0.1})
+    with pytest.raises(RecipeError, match="misses required"):
+        Recipe.from_dict({k: v for k, v in d.items() if k != "lr"})
+    with pytest.raises(RecipeError, match="does not fit task"):
+        th.tiny_recipe(loss="mse")
+    with pytest.raises(RecipeError, match="loss="):
+        th.tiny_recipe(loss="hinge2")
+    with pytest.raises(RecipeError, match="ema"):
+        th.tiny_recipe(ema=1.0)
+
+
+# -- losses -----------------------------------------------------------------------------------------
+def _hinge_reference(z, y, m):
+    total = 0.0
+    for n in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            if j != y[n]:
+                total += max(0.0, m - float(z[n, y[n]] - z[n, j]))
+    return total / z.shape[0]
+
+
+def test_multiclass_hinge_matches_its_definition_and_torch_multimargin():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(7, 5, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 5, (7,), generator=g)
+    for m in (0.07, 0.15, 0.3, 1.0):
+        got = float(multiclass_hinge(z, y, m))
+        assert got == pytest.approx(_hinge_reference(z, y, m), rel=1e-12)
+        # torch's MultiMarginLoss averages over classes as well
+        assert got == pytest.approx(5 * float(F.multi_margin_loss(z, y, margin=m)), rel=1e-12)
+
+
+def test_hinge_is_zero_exactly_when_every_margin_reaches_m():
+    z = torch.tensor([[1.0, 0.0, 0.5], [0.0, 2.0, 1.7]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    # margins: 0.5 and 0.3
+    assert float(multiclass_hinge(z, y, 0.3)) == 0.0
+    assert float(multiclass_hinge(z, y, 0.3 + 1e-9)) > 0.0  # one margin just short of m
+
+
+def test_certified_ce_offset_logits_classify_exactly_the_certified_examples():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(200, 10, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 10, (200,), generator=g)
+    lip, eps = 1.0, 36 / 255
+    offset = math.sqrt(2) * lip * eps
+    shifted = z + offset
+    shifted.scatter_(1, y[:, None], z.gather(1, y[:, None]))
+    others = z.scatter(1, y[:, None], -math.inf).amax(1)
+    certified = z.gather(1, y[:, None]).squeeze(1) - others > offset
+    assert torch.equal(shifted.argmax(1) == y, certified)
+    assert 0 < int(certified.sum()) < 200  # the property is exercised both ways
+    loss = certified_cross_entropy(z, y, lip, eps, temperature=2.0)
+    assert float(loss) == pytest.approx(float(F.cross_entropy(2.0 * shifted, y) / 2.0), rel=1e-12)
+    # the offset makes the loss larger than plain cross-entropy (it asks for a margin)
+    assert float(certified_cross_entropy(z, y, lip, eps)) > float(F.cross_entropy(z, y))
+    with pytest.raises(ValueError, match="Lipschitz bound"):
+        certified_cross_entropy(z, y, float("inf"), eps)
+
+
+def test_certified_ce_trains_a_bounded_model_with_its_current_bound(tmp_path):
+    from dsnet_zoo.training.losses import build_loss
+
+    recipe = th.tiny_recipe(model=th.LINEAR_ARCH, loss="certified_ce", cert_eps=0.5, epochs=2, ema=None)
+    model = dsnet_zoo.create(th.LINEAR_ARCH)
+    loss_fn = build_loss(recipe, model)
+    loss_fn.refresh()
+    assert loss_fn.lipschitz == pytest.approx(model.lipschitz_upper_bound())
+    with torch.no_grad():
+        model.head.weight.mul_(3.0)
+    loss_fn.refresh()  # the bound follows the weights
+    assert loss_fn.lipschitz == pytest.approx(model.lipschitz_upper_bound())
+    res = train(recipe, tmp_path / "cert", progress=True, plot=False)
+    assert len(res.history) == 2 and math.isfinite(res.history[-1]["train_loss"])
+
+
+def test_certified_ce_needs_a_certified_model(tmp_path):
+    with pytest.raises(ValueError, match="certified Lipschitz bound"):
+        train(th.tiny_recipe(loss="certified_ce"), tmp_path / "c", progress=False, plot=False)
+
+
+def test_schedules_warm_up_then_decay_and_onecycle_peaks_at_lr():
+    from dsnet_zoo.training.loop import _make_scheduler
+
+    def lrs(recipe, steps_per_epoch=10):
+        p = torch.nn.Parameter(torch.zeros(1))
+        opt = torch.optim.SGD([p], lr=recipe.lr)
+        sched = _make_scheduler(recipe, opt, steps_per_epoch)
+        out = []
+        for _ in range(recipe.epochs * steps_per_epoch):
+            out.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return out
+
+    cos = lrs(th.tiny_recipe(epochs=4, lr=0.1, warmup_epochs=1.0))
+    assert cos[:10] == pytest.approx([0.01 * (i + 1) for i in range(10)])  # linear warm-up to lr
+    assert all(a >= b for a, b in zip(cos[10:], cos[11:])) and cos[-1] < 1e-3  # cosine decay to ~0
+    one = lrs(th.tiny_recipe(epochs=4, lr=0.1, schedule="onecycle"))
+    assert max(one) == pytest.approx(0.1) and one[0] < 0.01 and one[-1] < 1e-4
+    assert set(lrs(th.tiny_recipe(epochs=2, lr=0.1, schedule="constant"))) == {0.1}
+
+
+def test_training_on_a_named_image_set(data_dir, tmp_path):
+    """The image-set path: cifar10-real through dsnet_zoo.data, first 64 images to train, 32 to evaluate."""
+    recipe = th.tiny_recipe(dataset="cifar10-real", train_split="test", eval_dataset="cifar10-real",
+                            train_limit=64, eval_limit=32, epochs=1, model_args={"num_classes": 10})
+    res = train(recipe, tmp_path / "real", data_dir=data_dir, progress=False, plot=False)
+    assert res.metrics["eval_images"] == 32 and 0.0 <= res.metrics["cifar10-real"]["clean"] <= 100.0
+    assert res.history[0]["examples_per_s"] > 0 and res.history[0]["step"] == 4
+
+
+# -- data order and augmentation ---------------------------------------------------------------------
+def test_crop_flip_against_a_per_image_reference():
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (6, 3, 8, 8), generator=g).to(torch.uint8)
+    offs = torch.randint(0, 9, (6, 2), generator=g)
+    flip = torch.tensor([True, False, True, False, True, False])
+    got = crop_flip(x, offs, flip, 4)
+    for i in range(6):
+        padded = F.pad(x[i], (4, 4, 4, 4))
+        ref = padded[:, offs[i, 0]:offs[i, 0] + 8, offs[i, 1]:offs[i, 1] + 8]
+        if flip[i]:
+            ref = ref.flip(2)
+        assert torch.equal(got[i], ref), i
+    # the centre crop without flip is the identity, the centre crop with flip the mirror image
+    centre = torch.full((6, 2), 4)
+    assert torch.equal(crop_flip(x, centre, torch.zeros(6, dtype=torch.bool)), x)
+    assert torch.equal(crop_flip(x, centre, torch.ones(6, dtype=torch.bool)), x.flip(3))
+
+
+def test_data_order_is_a_function_of_seed_and_epoch():
+    a, b = epoch_order(100, 7, 3), epoch_order(100, 7, 3)
+    assert torch.equal(a, b) and torch.equal(a.sort().values, torch.arange(100))
+    assert not torch.equal(a, epoch_order(100, 7, 4)) and not torch.equal(a, epoch_order(100, 8, 3))
+    batches = global_batches(100, 32, 7, 3)
+    assert [len(b) for b in batches] == [32, 32, 32]  # the incomplete last batch is dropped
+
+
+# -- the loop -----------------------------------------------------------------------------------------
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_bit_for_bit_on_cpu(tmp_path):
+    recipe = th.tiny_recipe(epochs=2, model_args={"dropout": 0.2})  # dropout draws from the global RNG
+    straight = train(recipe, tmp_path / "a", progress=False, plot=False)
+    first = train(recipe, tmp_path / "b", progress=False, plot=False, stop_after=1)
+    assert not first.completed and first.hub is None and len(first.history) == 1
+    mid = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    assert mid["epoch"] == 1
+    resumed = train(recipe, tmp_path / "b", resume=True, progress=False, plot=False)
+    a, b = _params(straight.model), _params(resumed.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    for k in sa["model"]:
+        assert torch.equal(sa["model"][k], sb["model"][k]), k
+    for (ka, va), (kb, vb) in zip(sa["optimizer"]["state"].items(), sb["optimizer"]["state"].items()):
+        assert torch.equal(va["momentum_buffer"], vb["momentum_buffer"]), ka
+    assert torch.equal(sa["rng"]["torch"], sb["rng"]["torch"])
+    assert straight.hub["sha256"] == resumed.hub["sha256"]
+    # the second epoch changed the weights: equality is not the trivial one of an empty epoch
+    assert any(not torch.equal(mid["model"][k], sb["model"][k]) for k in sb["model"])
+
+
+def test_resume_refuses_another_recipe_and_plain_rerun_refuses_to_overwrite(tmp_path):
+    recipe = th.tiny_recipe(epochs=2)
+    train(recipe, tmp_path / "r", progress=False, plot=False, stop_after=1)
+    with pytest.raises(ValueError, match="different recipe.*lr"):
+        train(recipe.replace(lr=0.01), tmp_path / "r", resume=True, progress=False, plot=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        train(recipe, tmp_path / "r", progress=False, plot=False)
+
+
+def test_run_writes_log_plot_checkpoint_and_a_loadable_hub_repo(tmp_path):
+    recipe = th.tiny_recipe(epochs=3, tag="t1")
+    res = train(recipe, tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert [json.loads(l)["epoch"] for l in lines] == [1, 2, 3]
+    assert {"train_loss", "train_acc", "eval_acc", "eval_loss", "lr"} <= set(json.loads(lines[-1]))
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    hub = tmp_path / "run" / "hub"
+    config = json.loads((hub / "config.json").read_text())
+    cfg = config["dsnet_zoo"]["weights_cfg"]
+    assert Recipe.from_dict(cfg["recipe"]) == recipe
+    assert cfg["sha256"] == sha256_file(hub / "model.safetensors") == res.hub["sha256"]
+    acc = cfg["metrics"][th.DATASET]["clean"]
+    # the recorded accuracy is the exported model's accuracy on the evaluation set
+    loaded = dsnet_zoo.create(th.ARCH, checkpoint_path=hub / "model.safetensors")
+    xe, ye = th.make_images(32, 2)
+    with torch.no_grad():
+        measured = 100.0 * float((loaded(xe.float() / 255).argmax(1) == ye).float().mean())
+    assert acc == pytest.approx(measured, abs=1e-9)
+
+
+def test_ema_weights_are_the_exported_ones(tmp_path):
+    res = train(th.tiny_recipe(epochs=1, ema=0.5), tmp_path / "e", progress=False, plot=False)
+    state = torch.load(tmp_path / "e" / "checkpoint.pt", weights_only=False)
+    for k, v in res.model.state_dict().items():
+        assert torch.equal(v, state["ema"]["shadow"][k]), k
+    assert any(not torch.equal(state["model"][k], state["ema"]["shadow"][k]) for k in state["model"])
+
+
+def test_bf16_autocast_keeps_norm_layers_in_float32():
+    model = th.TinyNet()
+    seen = {}
+    model.conv.register_forward_hook(lambda m, a, o: seen.__setitem__("conv", o.dtype))
+    model.norm.register_forward_hook(lambda m, a, o: seen.__setitem__("norm", (a[0].dtype, o.dtype)))
+    x = torch.rand(2, 3, 8, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert seen["conv"] == torch.bfloat16 and seen["norm"][0] == torch.bfloat16  # without islands
+    _float32_islands(model, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x)
+    assert seen["conv"] == torch.bfloat16 and seen["norm"] == (torch.float32, torch.float32)
+    opted_out = th.TinyNet()
+    opted_out.norm.autocast_float32 = False  # a module that manages its own precision is left alone
+    opted_out.norm.register_forward_hook(lambda m, a, o: seen.__setitem__("norm", (a[0].dtype, o.dtype)))
+    _float32_islands(opted_out, "cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        opted_out(x)
+    assert seen["norm"][0] == torch.bfloat16
+
+
+def test_bf16_autocast_training_keeps_float32_parameters(tmp_path):
+    res = train(th.tiny_recipe(epochs=1, amp="bf16"), tmp_path / "amp", device="cpu", progress=False, plot=False)
+    assert all(v.dtype == torch.float32 for v in res.state.values() if v.is_floating_point())
+    assert math.isfinite(res.history[0]["train_loss"])
+    # bf16 changed the arithmetic: the run is not the float32 run
+    ref = train(th.tiny_recipe(epochs=1, amp="none"), tmp_path / "fp32", device="cpu", progress=False, plot=False)
+    assert any(not torch.equal(res.state[k], ref.state[k]) for k in ref.state)
+
+
+# -- the command line ---------------------------------------------------------------------------------
+def test_cli_train_tag_reruns_the_recorded_recipe_bit_for_bit(tmp_path, capsys):
+    recipe = th.tiny_recipe(epochs=2, tag="rerun", augment="crop_flip")
+    assert cli_main(["train", th.ARCH, "--out", str(tmp_path / "first"), "--epochs", "2", "--batch-size", "16",
+                     "--lr", "0.05", "--no-progress", "--no-plot", "--print-recipe"]) == 2  # no default recipe
+    assert "no default training recipe" in capsys.readouterr().err
+    first = train(recipe, tmp_path / "first", progress=False, plot=False)
+    cfg = first.hub["cfg"]
+    registry.register_pretrained(th.ARCH, cfg)
+    try:
+        rc = cli_main(["train", f"{th.ARCH}.rerun", "--out", str(tmp_path / "again"), "--no-progress",
+                       "--no-plot", "--device", "cpu"])
+        assert rc == 0
+        again = json.loads((tmp_path / "again" / "hub" / "config.json").read_text())["dsnet_zoo"]["weights_cfg"]
+        assert again["sha256"] == cfg.sha256  # the same recipe gives the same bytes
+        assert again["recipe"] == recipe.to_dict()
+        assert cli_main(["train", f"{th.ARCH}.rerun", "--out", str(tmp_path / "x"), "--lr", "0.1"]) == 2
+        assert "reruns the recipe recorded" in capsys.readouterr().err
+    finally:
+        registry._pretrained[th.ARCH].pop("rerun", None)
+
+
+# -- massnet_sir ----------------------------------------------------------------------------------------
+def test_massnet_sir_zoo_weights_meet_the_recorded_targets():
+    """The committed massnet_sir weights (hub/) load strictly with their sha256; on the regenerated
+    SIR test set their MSE is <= 1e-5 and the sum S + I + R is conserved to 1e-12 relative (float64)."""
+    if not registry.is_model("massnet_sir"):
+        pytest.skip("massnet_sir is not registered in this checkout")
+    from dsnet_zoo.models.massnet import sir_dataset
+
+    name = dsnet_zoo.list_pretrained("massnet_sir*")
+    assert name, "massnet_sir has no registered pretrained tag"
+    cfg = registry.get_pretrained_cfg(name[0])
+    model = dsnet_zoo.create(name[0], pretrained=True).double()
+    recipe = Recipe.from_dict(cfg.recipe)
+    d = sir_dataset(**dict(recipe.dataset_args))
+    x, y = torch.from_numpy(d["x_test"]), torch.from_numpy(d["y_test"])
+    with torch.no_grad():
+        out = model(x)
+    mse = float(((out - y) ** 2).mean())
+    rel = float(((out.sum(1) - x.sum(1)).abs() / x.sum(1).abs()).max())
+    assert mse <= 1e-5 and mse == pytest.approx(cfg.metrics["test_mse"], rel=1e-6)
+    assert rel <= 1e-12
+    # the guarantee is the architecture's: a plain MLP of the same data does not conserve the sum
+    mlp = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
+    with torch.no_grad():
+        assert float(((mlp(x).sum(1) - x.sum(1)).abs() / x.sum(1)).max()) > 1e-6
