@@ -194,15 +194,15 @@ def test_resume_is_bit_for_bit_on_cpu(tmp_path):
     straight = train(recipe, tmp_path / "a", progress=False, plot=False)
     first = train(recipe, tmp_path / "b", progress=False, plot=False, stop_after=1)
     assert not first.completed and first.hub is None and len(first.history) == 1
-    mid = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    mid = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert mid["epoch"] == 1
     resumed = train(recipe, tmp_path / "b", resume=True, progress=False, plot=False)
     a, b = _params(straight.model), _params(resumed.model)
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
-    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=False)
+    sa = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    sb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     for k in sa["model"]:
         assert torch.equal(sa["model"][k], sb["model"][k]), k
     for (ka, va), (kb, vb) in zip(sa["optimizer"]["state"].items(), sb["optimizer"]["state"].items()):
@@ -245,7 +245,7 @@ def test_run_writes_log_plot_checkpoint_and_a_loadable_hub_repo(tmp_path):
 
 def test_ema_weights_are_the_exported_ones(tmp_path):
     res = train(th.tiny_recipe(epochs=1, ema=0.5), tmp_path / "e", progress=False, plot=False)
-    state = torch.load(tmp_path / "e" / "checkpoint.pt", weights_only=False)
+    state = torch.load(tmp_path / "e" / "checkpoint.pt", weights_only=True)
     for k, v in res.model.state_dict().items():
         assert torch.equal(v, state["ema"]["shadow"][k]), k
     assert any(not torch.equal(state["model"][k], state["ema"]["shadow"][k]) for k in state["model"])

@@ -156,7 +156,10 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    # numpy's key array goes in as a tensor so the checkpoint loads with weights_only=True
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached))
+    state = {"torch": torch.get_rng_state(), "numpy": numpy_state, "python": random.getstate()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -164,7 +167,8 @@ def _rng_state() -> dict[str, Any]:
 
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -380,7 +384,7 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
         history: list[dict[str, Any]] = []
         start_epoch, step = 1, 0
         if resume and ckpt_path.exists():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             if state["recipe"] != recipe.to_dict():
                 diff = sorted(k for k in set(state["recipe"]) | set(recipe.to_dict())
                               if state["recipe"].get(k) != recipe.to_dict().get(k))
