@@ -15,8 +15,8 @@ about 1e-13 relative here, seven orders of magnitude below the margin):
     that grid the circular convolution of the embedded input never wraps around a non-zero value,
     so it equals the full zero-padded convolution, and the zero-padded 'same' output is a restriction
     of it: ``A_n = R C_N E`` with ``E`` an isometry and ``R`` a coordinate projection, hence
-    ``||A_n|| <= ||C_N||`` = max singular value of the symbol over the ``N x N`` grid. A grid of size
-    ``n`` alone is *not* a bound for zero padding. The bound for ``n`` also covers every input of
+    ``||A_n|| <= ||C_N||`` = max singular value of the symbol over the ``N x N`` grid. (The ``n x n``
+    grid alone is not used: no argument makes it a bound for zero padding.) The bound for ``n`` also covers every input of
     size ``<= n`` (a smaller input is a compression of the ``n x n`` operator). Zero padding has no
     certified lower bound of ``sigma_min`` here (0 is returned).
   Per frequency the block norm is taken from ``eigvalsh`` of the smaller Gram matrix
@@ -55,6 +55,7 @@ __all__ = [
     "operator_norm_bound",
     "power_iteration_norm",
     "operator_power_iteration",
+    "empirical_lipschitz",
     "CachedModule",
     "ConstrainedLinearMap",
     "LipConv2d",
@@ -128,7 +129,8 @@ def gram_iteration_norm_bound(mats: torch.Tensor, n_iter: int = 10) -> torch.Ten
     """Per-matrix upper bound of the spectral norm by Gram iteration, ``[..., m, n] -> [...]``.
 
     ``||M||_2 <= ||G_t||_F^(1/2^t)`` with ``G_0 = M``, ``G_{t+1} = G_t^H G_t``; the iterates are
-    rescaled to unit Frobenius norm and the scale is tracked in log space (no overflow).
+    rescaled to unit Frobenius norm and the scale is tracked in log space (no overflow). Exact in exact
+    arithmetic; float64 rounding (~1e-15 relative) is covered by ``REL_MARGIN`` in the callers.
     """
     g = mats.to(torch.complex128 if mats.is_complex() else torch.float64)
     fro = torch.linalg.matrix_norm(g, ord="fro")
@@ -215,6 +217,32 @@ def operator_power_iteration(weight: torch.Tensor, input_size: int | None = None
         v0 = torch.randn(shape, dtype=weight.dtype, device=weight.device, generator=generator)
     return power_iteration_norm(lambda v: lip_conv(v, weight, None, padding_mode),
                                 lambda y: lip_conv_adjoint(y, weight, padding_mode), v0, n_iter)
+
+
+def empirical_lipschitz(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                        steps: int = 50, lr: float = 1e-2) -> float:
+    """Largest ``||fn(x_i) - fn(y_i)|| / ||x_i - y_i||`` over a batch of pairs, after ``steps`` of Adam
+    ascent on that ratio (pairs are moved, ``fn`` is fixed). A *lower* bound of the Lipschitz constant,
+    for tests and ``verify``: a certified bound must be ``>=`` it.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    y = y.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([x, y], lr=lr)
+    best = 0.0
+
+    def ratios():
+        d_out = (fn(x) - fn(y)).flatten(1).norm(dim=1)
+        return d_out / (x - y).flatten(1).norm(dim=1).clamp_min(1e-12)
+
+    for _ in range(steps):
+        r = ratios()
+        best = max(best, float(r.detach().max()))
+        opt.zero_grad()
+        (-r.sum()).backward()
+        opt.step()
+    with torch.no_grad():
+        best = max(best, float(ratios().max()))
+    return best
 
 
 # -- caching --------------------------------------------------------------------------------------
@@ -327,12 +355,13 @@ class ConstrainedLinearMap(CachedModule):
     def _bounds(self, w: torch.Tensor, need_lower: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         return singular_value_bounds(w, self.input_size, self.padding_mode, self.method, need_lower)
 
-    def _power_sigma(self, v: torch.Tensor) -> torch.Tensor:
-        """One warm-started power-iteration step; ``||A u||`` is differentiable in ``v`` (u is not)."""
+    def _power_sigma(self, v: torch.Tensor, n_iter: int = 1) -> torch.Tensor:
+        """Warm-started power-iteration steps; ``||A u||`` is differentiable in ``v`` (u is not)."""
         with torch.no_grad():
             u = self._pi_vector.to(v.dtype)
-            u = self.adjoint(self.op(u, v), v)
-            u = u / u.norm().clamp_min(1e-30)
+            for _ in range(n_iter):
+                u = self.adjoint(self.op(u, v), v)
+                u = u / u.norm().clamp_min(1e-30)
             self._pi_vector.copy_(u)
         return self.op(u, v).norm().to(torch.float64)
 
@@ -350,8 +379,10 @@ class ConstrainedLinearMap(CachedModule):
             # Training only: the power estimate times the certified/estimate ratio of the last refresh
             # (every ``cert_every`` steps). The certificate never relies on it: in eval mode the weight is
             # divided by the certified bound of ``raw_weight`` itself.
-            sigma = self._power_sigma(v)
-            if self._since_refresh is None or self._since_refresh >= self.cert_every:
+            refresh = self._since_refresh is None or self._since_refresh >= self.cert_every
+            # at a refresh, converge the estimate first so the ratio stays valid until the next one
+            sigma = self._power_sigma(v, 20 if refresh else 1)
+            if refresh:
                 self._refresh(v, sigma)
                 self._since_refresh = 0
             self._since_refresh += 1
