@@ -84,12 +84,18 @@ def _make_map(features, kernel_size, input_size, padding_mode, normalize, method
 
 
 class _StepBase(CachedModule):
-    def _op_constants(self, op: ConstrainedLinearMap, weight: torch.Tensor) -> tuple[float, float]:
+    def _op_constants(self, op: ConstrainedLinearMap, weight: torch.Tensor,
+                      need_lower: bool = True) -> tuple[float, float]:
         """``(L, s)`` used to set step sizes in forward: certified in eval mode; in training the
-        normalised bound (1) and the last training-time refresh of ``s / L``."""
+        normalised bound (1) and the last training-time refresh of ``s / L``.
+
+        An eval-mode normalised map runs ``raw / (B (1 + REL_MARGIN))`` with ``B >= ||raw||``
+        certified, so ``L = 1`` is a bound without recomputing it (``lipschitz_upper_bound()`` does
+        recompute it from the weight that runs)."""
         if not self.training:
+            if op.normalize and not need_lower:
+                return 1.0, 0.0
             L, s = op.singular_value_bounds()
-            # a normalised map has certified L <= 1: step sizes use 1, as in training
             return (max(L, 1.0) if op.normalize else L), s
         if op.normalize:
             return 1.0, op.train_time_min_ratio()
@@ -129,7 +135,7 @@ class ContractiveStep(_StepBase):
 
     def _plan(self) -> dict:
         a = self.A.weight
-        L, _ = self._op_constants(self.A, a)
+        L, _ = self._op_constants(self.A, a, need_lower=False)
         h = (self.max_step * torch.sigmoid(self.u) / (L * L)).to(a.dtype)
         return {"A": a, "h": h}
 
@@ -249,7 +255,7 @@ class SwitchingPair(_StepBase):
         S = self.substeps
         if self.mode == "prescribed":
             w = self.W.weight
-            L_w, _ = self._op_constants(self.W, w)
+            L_w, _ = self._op_constants(self.W, w, need_lower=False)
             rho = contractive_factor(self.h_c / S, L, s, self.negative_slope)
             r = torch.sigmoid(self.r)
             coef_e = self.h_e / S * r

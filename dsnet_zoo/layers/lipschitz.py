@@ -160,7 +160,7 @@ def _block_bounds(mats: torch.Tensor, method: str, need_lower: bool) -> tuple[to
     else:
         raise ValueError(f"method must be 'eig' or 'gram', got {method!r}")
     if need_lower and n <= m:
-        lam_min = torch.linalg.eigvalsh(mats.mH @ mats)[..., 0].min()
+        lam_min = (lam if method == "eig" else torch.linalg.eigvalsh(mats.mH @ mats))[..., 0].min()
         # eigvalsh is backward stable: absolute errors ~ dim * eps * lam_max, covered by the margin.
         lower = (lam_min - 2 * REL_MARGIN * lam_max).clamp_min(0).sqrt()
     return upper * (1 + REL_MARGIN), lower
@@ -432,7 +432,7 @@ class ConstrainedLinearMap(CachedModule):
 
     def norm_bound(self) -> float:
         """Certified upper bound of ``||A||_2`` for the effective weight (recomputed from it)."""
-        return self._cached("norm_bound", lambda: float(self._bounds(self.weight.detach())[0]))
+        return self.singular_value_bounds()[0]
 
     def singular_value_bounds(self) -> tuple[float, float]:
         """Certified ``(upper of ||A||, lower of sigma_min(A))`` of the effective weight."""
