@@ -145,7 +145,8 @@ class ContractiveStep(_StepBase):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.A.check_input(x)
         p = self.plan()
-        z = F.leaky_relu(self.A.op(x, p["A"], self.A.bias), self.negative_slope)
+        z = self.A.op(x, p["A"], self.A.bias)
+        z = F.relu(z) if self.negative_slope == 0 else F.leaky_relu(z, self.negative_slope)
         return x - p["h"] * self.A.adjoint(z, p["A"])
 
     def lipschitz_upper_bound(self) -> float:
