@@ -148,3 +148,15 @@ def test_no_unconstrained_scalars_or_batchnorm():
     # every scalar parameter is a step-size / rescaling logit mapped through a sigmoid
     scalars = [n for n, p in m.named_parameters() if p.dim() == 0]
     assert scalars and all(n.endswith(".u") for n in scalars)
+
+
+def test_inference_mode_cache_does_not_leak_into_autograd():
+    """A cache filled under inference_mode must not be reused when gradients are needed (attacks)."""
+    m = LipNet(10, widths=(4, 4, 8)).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.inference_mode():
+        ref = m(x)
+    x.requires_grad_(True)
+    out = m(x)
+    out.sum().backward()
+    assert x.grad is not None and torch.allclose(out.detach(), ref)

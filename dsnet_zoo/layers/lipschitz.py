@@ -259,12 +259,18 @@ class CachedModule(nn.Module):
         self._cache: dict[str, tuple[tuple, object]] = {}
 
     def _params_key(self) -> tuple:
-        return tuple((p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
+        # Tensors made under inference_mode cannot be saved for backward later: keep their cache apart.
+        return (torch.is_inference_mode_enabled(),) + tuple(
+            (p.data_ptr(), p._version, p.dtype, p.device) for p in self.parameters())
 
     def _cached(self, name: str, fn: Callable[[], object]):
         if self.training:
             return fn()
-        key = self._params_key()
+        try:
+            key = self._params_key()
+        except RuntimeError:  # parameters made under inference_mode have no version counter: no cache
+            with torch.no_grad():
+                return fn()
         hit = self._cache.get(name)
         if hit is not None and hit[0] == key:
             return hit[1]

@@ -82,6 +82,12 @@ class LipBlock(nn.Module):
     def lipschitz_upper_bound(self) -> float:
         return math.prod(m.lipschitz_upper_bound() for _, m, _ in self.certified_layers())
 
+    def sample_input(self, spatial: int | None = None, batch: int = 1, dtype: torch.dtype = torch.float64,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random input of this block's shape (its certificate is for side ``<= input_shape[-1]``)."""
+        n = self.input_shape[-1] if spatial is None else spatial
+        return torch.randn((batch, self.input_shape[0], n, n), dtype=dtype, generator=generator)
+
 
 class LipNet(ZooClassifier):
     """Certified 1-Lipschitz classifier (see the module docstring). Inputs: ``[N, in_chans, img_size,
@@ -141,7 +147,10 @@ class LipNet(ZooClassifier):
         return math.prod(b.lipschitz_upper_bound() for b in self.blocks)
 
     def lipschitz_upper_bound(self) -> float:
-        """Certified L2 bound of ``x -> logits`` in pixel space (product of certified layer bounds)."""
+        """Certified L2 bound of ``x -> logits`` in pixel space (product of certified layer bounds).
+
+        Call it in eval mode: it certifies the (cached) weights that run at inference. In training mode
+        it certifies the weights of a fresh training-mode evaluation instead."""
         head = self.head.lipschitz_upper_bound() if isinstance(self.head, LipLinear) else 1.0
         return self.feature_lipschitz_upper_bound() * head
 
