@@ -175,3 +175,25 @@ def test_input_size_is_checked():
         circ(torch.rand(1, 3, 6, 6))
     with pytest.raises(ValueError, match="padding_mode"):
         LipConv2d(3, 4, 3, input_size=8, padding_mode="reflect")
+
+
+def test_cert_every_one_certifies_training_weights():
+    """With cert_every=1 every training step divides by the certified bound of that step's raw weight."""
+    torch.manual_seed(9)
+    layer = LipConv2d(3, 6, 3, input_size=6, cert_every=1, init="kaiming").double()
+    opt = torch.optim.SGD(layer.parameters(), lr=0.5)
+    x = torch.rand(2, 3, 6, 6, dtype=torch.float64)
+    for _ in range(3):
+        layer.train()
+        w_train = layer.weight
+        opt.zero_grad()
+        layer(x).sum().backward()
+        opt.step()
+        exact = torch.linalg.svdvals(conv_matrix(w_train.detach(), 6, "zeros"))[0].item()
+        assert exact <= 1.0
+        layer.eval()
+        layer.train()
+    layer.eval()
+    w_eval = layer.weight
+    layer.train()
+    assert torch.allclose(layer.weight.detach(), w_eval, rtol=1e-12, atol=0)
