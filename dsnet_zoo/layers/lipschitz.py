@@ -1,8 +1,12 @@
 """Certified operator norms, a power-iteration estimate, and 1-Lipschitz linear layers.
 
 Certified bounds (provable *upper* bounds of the L2 operator norm, computed in float64 from the
-exact weights that run, then multiplied by ``1 + REL_MARGIN`` to absorb float64 rounding, which is
-about 1e-13 relative here, seven orders of magnitude below the margin):
+exact weights that run, then multiplied by ``1 + REL_MARGIN``). What is provable: the reductions
+below are exact identities or inequalities; the only numerical step is a float64 FFT plus either a
+backward-stable Hermitian eigensolver (``method='eig'``: computed eigenvalues within about
+``dim * eps * lambda_max``, i.e. ~1e-13 relative here) or Gram iteration (``method='gram'``: an upper
+bound by construction, up to the same rounding). ``REL_MARGIN = 1e-6`` covers that rounding by
+seven orders of magnitude.
 
 - Dense ``W``: ``||W||_2`` from the eigenvalues of the smaller Gram matrix (``eigvalsh``), or the
   Gram-iteration bound (``method='gram'``).
@@ -16,20 +20,21 @@ about 1e-13 relative here, seven orders of magnitude below the margin):
     so it equals the full zero-padded convolution, and the zero-padded 'same' output is a restriction
     of it: ``A_n = R C_N E`` with ``E`` an isometry and ``R`` a coordinate projection, hence
     ``||A_n|| <= ||C_N||`` = max singular value of the symbol over the ``N x N`` grid. (The ``n x n``
-    grid alone is not used: no argument makes it a bound for zero padding.) The bound for ``n`` also covers every input of
-    size ``<= n`` (a smaller input is a compression of the ``n x n`` operator). Zero padding has no
-    certified lower bound of ``sigma_min`` here (0 is returned).
+    grid alone is not used: no argument makes it a bound for zero padding.) The bound for ``n`` also
+    covers every input of side ``<= n`` (a smaller input is a compression of the ``n x n`` operator).
+    Zero padding has no certified lower bound of ``sigma_min`` here (0 is returned).
   Per frequency the block norm is taken from ``eigvalsh`` of the smaller Gram matrix
   (``method='eig'``, default) or bounded by Gram iteration (``method='gram'``, after Delattre,
   Barthelemy, Araujo, Allauzen 2023: ``||M||_2 <= ||G_t||_F^(1/2^t)``, ``G_{t+1} = G_t^H G_t``,
   an upper bound by construction, looser by at most ``rank^(1/2^(t+1))``).
 
 The power-iteration estimate :func:`power_iteration_norm` returns ``||A v||`` for a unit ``v``: a
-*lower* bound of ``||A||``. It is for checks and diagnostics, never for certificates.
+*lower* bound of ``||A||``. It serves checks, diagnostics and the training-time normaliser's
+gradient path, never a certificate.
 
 Layers (:class:`LipConv2d`, :class:`LipLinear`) store an unconstrained ``raw_weight`` and expose
 the effective ``weight``. In training mode the effective weight is recomputed at every access
-(differentiably); in eval mode it is computed once and cached until a parameter changes (its
+(differentiably, see :class:`ConstrainedLinearMap`); in eval mode it is computed once and cached until a parameter changes (its
 ``data_ptr`` or ``_version`` counter, which optimizer steps and ``load_state_dict`` bump), or
 the dtype/device changes. Cached tensors are constants: don't train in eval mode.
 """
@@ -60,6 +65,7 @@ __all__ = [
     "ConstrainedLinearMap",
     "LipConv2d",
     "LipLinear",
+    "iter_certified",
 ]
 
 REL_MARGIN = 1e-6
@@ -293,10 +299,14 @@ class CachedModule(nn.Module):
 class ConstrainedLinearMap(CachedModule):
     """``x -> A x (+ b)`` with ``A`` a dense or 'same'-conv weight, optionally normalised.
 
-    With ``normalize=True`` the effective weight is ``raw_weight / (B * (1 + REL_MARGIN))`` where ``B``
-    is the certified bound of ``raw_weight`` (times ``1 / max_norm``): ``||A|| <= max_norm / (1 + REL_MARGIN)``
+    With ``normalize=True``, in eval mode the effective weight is ``max_norm * raw_weight / (B (1 +
+    REL_MARGIN))`` with ``B`` the certified bound of ``raw_weight``: ``||A|| <= max_norm / (1 + REL_MARGIN)``
     provably, for the exact weight that runs (float32 rounding of the division is ~1e-7, inside the
-    margin). The normaliser is differentiable, so training sees the constraint.
+    margin). In training mode a conv (``train_normalizer='power'``) divides instead by a warm-started
+    power estimate ``sigma`` (one step per forward, differentiable as in spectral normalisation) times
+    the ratio ``B / sigma`` of the last refresh, recomputed every ``cert_every`` steps: training runs
+    (nearly) the certified weight at the cost of a power step, and ``cert_every=1`` makes it exact.
+    ``train_normalizer='certified'`` (and every dense map) differentiates through ``B`` itself.
 
     ``input_size`` (conv only) is the largest spatial side the certificate covers: zero padding
     covers every ``n <= input_size``, circular padding exactly ``n == input_size``; other inputs raise.
@@ -314,6 +324,8 @@ class ConstrainedLinearMap(CachedModule):
             _grid_size(kernel_size, input_size, padding_mode)  # validates input_size
         if not max_norm > 0:
             raise ValueError(f"max_norm must be > 0, got {max_norm}")
+        if method not in ("eig", "gram"):
+            raise ValueError(f"method must be 'eig' or 'gram', got {method!r}")
         self.in_features, self.out_features = in_features, out_features
         self.kernel_size, self.input_size, self.padding_mode = kernel_size, input_size, padding_mode
         self.normalize, self.max_norm, self.method = normalize, float(max_norm), method
