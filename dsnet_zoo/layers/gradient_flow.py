@@ -95,8 +95,8 @@ class _StepBase(CachedModule):
         if not self.training:
             if op.normalize and not need_lower:
                 return 1.0, 0.0
-            L, s = op.singular_value_bounds()
-            return (max(L, 1.0) if op.normalize else L), s
+            # exactly the constants lipschitz_upper_bound() uses: rho is not monotone in L
+            return op.singular_value_bounds()
         if op.normalize:
             return 1.0, op.train_time_min_ratio()
         with torch.no_grad():

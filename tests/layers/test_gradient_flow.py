@@ -166,3 +166,16 @@ def test_explicit_euler_per_step_parameters():
     assert bound == pytest.approx(math.prod(1 + h * f.lipschitz_upper_bound() for h, f in zip([0.1, 0.2, 0.3], fields)))
     with pytest.raises(ValueError, match="step_sizes"):
         ExplicitEuler(fields, [0.1, 0.2])
+
+
+@pytest.mark.parametrize("mode", ["prescribed", "flexible"])
+def test_guard_when_the_largest_eigenvalue_binds(mode):
+    """Orthogonal A and slope 1: rho = |1 - h L^2| is the binding branch, where rounding of L matters;
+    the guard uses the same certified constants as the bound, so the pair stays <= 1."""
+    pair = SwitchingPair(6, None, mode=mode, negative_slope=1.0, expansive_max=0.5).double()
+    with torch.no_grad():
+        (pair.u_e if mode == "flexible" else pair.r).fill_(20.0)
+    L, s = pair.eval().A.singular_value_bounds()
+    assert s == pytest.approx(L, rel=1e-5)  # orthogonal init
+    bound, _, _ = check_bound(pair, (6,))
+    assert bound <= 1.0
