@@ -47,7 +47,8 @@ class LipBlock(nn.Module):
     """
 
     def __init__(self, in_chans: int, width: int, input_size: int, depth: int = 4, step: str = "contractive",
-                 step_kwargs: dict[str, Any] | None = None, method: str = "eig") -> None:
+                 step_kwargs: dict[str, Any] | None = None, method: str = "eig", cert_every: int = 10,
+                 train_normalizer: str = "power") -> None:
         super().__init__()
         if step not in STEP_KINDS:
             raise ValueError(f"step must be one of {STEP_KINDS}, got {step!r}")
@@ -56,14 +57,14 @@ class LipBlock(nn.Module):
         if input_size % 2:
             raise ValueError(f"the 2x2 max-pool needs an even input size, got {input_size}")
         self.input_shape = (in_chans, input_size, input_size)
-        self.lift = LipConv2d(in_chans, width, 3, input_size=input_size, method=method)
-        kw = dict(step_kwargs or {})
+        common = dict(method=method, cert_every=cert_every, train_normalizer=train_normalizer)
+        self.lift = LipConv2d(in_chans, width, 3, input_size=input_size, **common)
+        kw = dict(step_kwargs or {}, **common)
         if step == "contractive":
             kw.setdefault("negative_slope", 0.0)
-            steps = [ContractiveStep(width, 3, input_size=input_size, method=method, **kw) for _ in range(depth)]
+            steps = [ContractiveStep(width, 3, input_size=input_size, **kw) for _ in range(depth)]
         else:
-            steps = [SwitchingPair(width, 3, mode=step, input_size=input_size, method=method, **kw)
-                     for _ in range(depth // 2)]
+            steps = [SwitchingPair(width, 3, mode=step, input_size=input_size, **kw) for _ in range(depth // 2)]
         self.steps = nn.ModuleList(steps)
         self.pool = nn.MaxPool2d(2, 2)
 
@@ -91,12 +92,20 @@ class LipBlock(nn.Module):
 
 class LipNet(ZooClassifier):
     """Certified 1-Lipschitz classifier (see the module docstring). Inputs: ``[N, in_chans, img_size,
-    img_size]`` in ``[0, 1]``."""
+    img_size]`` in ``[0, 1]``.
+
+    ``step``: ``'contractive'`` (default), ``'prescribed'`` or ``'flexible'`` switching pairs;
+    ``head``: ``'spectral'`` or ``'rownorm'``; ``method``: ``'eig'`` or ``'gram'`` certified norms;
+    ``cert_every`` / ``train_normalizer``: the training-time normaliser of every conv (see
+    :class:`~dsnet_zoo.layers.lipschitz.ConstrainedLinearMap`; they do not change the eval-mode
+    certificate). ``step_kwargs`` go to every step (e.g. ``max_step``, ``negative_slope``, ``h_c``).
+    """
 
     def __init__(self, num_classes: int = 10, *, in_chans: int = 3, img_size: int = 32,
                  widths: tuple[int, ...] = (32, 64, 128), depth: int = 4, step: str = "contractive",
                  head: str = "spectral", norm_mean: tuple[float, ...] = CIFAR10_MEAN,
-                 step_kwargs: dict[str, Any] | None = None, method: str = "eig") -> None:
+                 step_kwargs: dict[str, Any] | None = None, method: str = "eig", cert_every: int = 10,
+                 train_normalizer: str = "power") -> None:
         super().__init__()
         if len(norm_mean) != in_chans:
             raise ValueError(f"norm_mean needs {in_chans} entries, got {norm_mean}")
@@ -109,7 +118,7 @@ class LipNet(ZooClassifier):
                              persistent=False)
         blocks, c, n = [], in_chans, img_size
         for w in widths:
-            blocks.append(LipBlock(c, w, n, depth, step, step_kwargs, method))
+            blocks.append(LipBlock(c, w, n, depth, step, step_kwargs, method, cert_every, train_normalizer))
             c, n = w, n // 2
         self.blocks = nn.ModuleList(blocks)
         self.num_features = c * n * n
