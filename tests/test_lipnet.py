@@ -138,7 +138,8 @@ def test_rownorm_head_pair_certificate():
     m = LipNet(10, widths=(8, 8, 16), head="rownorm").eval()
     pn = m.head.pair_norms()
     assert pn.max() <= 2.0
-    assert m.lipschitz_upper_bound() == pytest.approx(m.feature_lipschitz_upper_bound() * m.head.lipschitz_upper_bound())
+    expected = m.feature_lipschitz_upper_bound() * m.head.lipschitz_upper_bound()
+    assert m.lipschitz_upper_bound() == pytest.approx(expected)
 
 
 def test_no_unconstrained_scalars_or_batchnorm():

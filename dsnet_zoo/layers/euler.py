@@ -35,9 +35,13 @@ class ExplicitEuler(nn.Module):
         if len(fields) == 0:
             raise ValueError("ExplicitEuler needs at least one field (one per step)")
         self.fields = nn.ModuleList(fields)
-        hs = [float(step_sizes)] * len(fields) if isinstance(step_sizes, (int, float)) else [float(h) for h in step_sizes]
+        if isinstance(step_sizes, (int, float)):
+            hs = [float(step_sizes)] * len(fields)
+        else:
+            hs = [float(h) for h in step_sizes]
         if len(hs) != len(fields) or any(not h > 0 for h in hs):
-            raise ValueError(f"step_sizes must be one positive float or one per field ({len(fields)}), got {step_sizes}")
+            raise ValueError(f"step_sizes must be one positive float or one per field ({len(fields)}), "
+                             f"got {step_sizes}")
         self.step_sizes = hs
         self.t0 = float(t0)
 

@@ -32,11 +32,12 @@ The power-iteration estimate :func:`power_iteration_norm` returns ``||A v||`` fo
 *lower* bound of ``||A||``. It serves checks, diagnostics and the training-time normaliser's
 gradient path, never a certificate.
 
-Layers (:class:`LipConv2d`, :class:`LipLinear`) store an unconstrained ``raw_weight`` and expose
-the effective ``weight``. In training mode the effective weight is recomputed at every access
-(differentiably, see :class:`ConstrainedLinearMap`); in eval mode it is computed once and cached until a parameter changes (its
-``data_ptr`` or ``_version`` counter, which optimizer steps and ``load_state_dict`` bump), or
-the dtype/device changes. Cached tensors are constants: don't train in eval mode.
+Layers (:class:`LipConv2d`, :class:`LipLinear`) store an unconstrained ``raw_weight`` and expose the
+effective ``weight``. In training mode the effective weight is recomputed at every access
+(differentiably, see :class:`ConstrainedLinearMap`); in eval mode it is computed once and cached
+until a parameter changes (its ``data_ptr`` or ``_version`` counter, which optimizer steps and
+``load_state_dict`` bump), or the dtype/device changes. Cached tensors are constants: don't train in
+eval mode.
 """
 from __future__ import annotations
 
