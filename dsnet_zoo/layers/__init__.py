@@ -1,14 +1,27 @@
 """Structure-preserving layers, one module per structure."""
 from .functional import conv_adjoint, conv_op, gradient_step
+from .euler import ActivationField, ExplicitEuler
+from .gradient_flow import (ContractiveStep, ExpansiveStep, SwitchingPair, contractive_factor,
+                            prescribed_expansive_step)
 from .hamiltonian import HamiltonianBlock
+from .lipschitz import (REL_MARGIN, CachedModule, ConstrainedLinearMap, LipConv2d, LipLinear, empirical_lipschitz,
+                        lip_conv, lip_conv_adjoint, operator_norm_bound, operator_power_iteration,
+                        power_iteration_norm, singular_value_bounds)
 from .mass import (MassPreservingBlock, MassPreservingConvBlock, SumPreservingLift, SumPreservingLinear,
                    SumPreservingProjection)
 from .sphere import SphereBlock, SphereConvBlock
 from .volume import VolumePreservingBlock
 
-__all__ = ["conv_adjoint", "conv_op", "gradient_step"]
-__all__ += ["HamiltonianBlock"]
-__all__ += ["MassPreservingBlock", "MassPreservingConvBlock", "SumPreservingLift", "SumPreservingLinear",
-            "SumPreservingProjection"]
-__all__ += ["SphereBlock", "SphereConvBlock"]
-__all__ += ["VolumePreservingBlock"]
+__all__ = [
+    "conv_adjoint", "conv_op", "gradient_step",
+    "ActivationField", "ExplicitEuler",
+    "ContractiveStep", "ExpansiveStep", "SwitchingPair", "contractive_factor", "prescribed_expansive_step",
+    "HamiltonianBlock",
+    "REL_MARGIN", "CachedModule", "ConstrainedLinearMap", "LipConv2d", "LipLinear", "empirical_lipschitz",
+    "lip_conv", "lip_conv_adjoint", "operator_norm_bound", "operator_power_iteration", "power_iteration_norm",
+    "singular_value_bounds",
+    "MassPreservingBlock", "MassPreservingConvBlock", "SumPreservingLift", "SumPreservingLinear",
+    "SumPreservingProjection",
+    "SphereBlock", "SphereConvBlock",
+    "VolumePreservingBlock",
+]
