@@ -130,6 +130,18 @@ def test_eval_cache_and_state_dict():
     m2.load_state_dict(m.state_dict())
     m2.eval()
     assert torch.equal(m2(x), out2) and m2.lipschitz_upper_bound() == bound2
+    # edits through .data bypass version counters: clear_cache() is the documented remedy
+    with torch.no_grad():
+        m2.blocks[0].lift.raw_weight.data.mul_(-1)
+    assert torch.equal(m2(x), out2)
+    m2.clear_cache()
+    assert not torch.equal(m2(x), out2)
+    # replacing a parameter object invalidates the cache even if it lands at the same address
+    m2.blocks[0].lift.raw_weight = torch.nn.Parameter(m.blocks[0].lift.raw_weight.detach().clone())
+    assert torch.equal(m2(x), out2)
+    w_before = lift.weight
+    m.eval()
+    assert lift.weight is w_before  # eval() on a model already in eval mode keeps the cache
     m3 = copy.deepcopy(m).double()
     assert torch.allclose(m3(x.double()), out2.double(), atol=1e-5)
 

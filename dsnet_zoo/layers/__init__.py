@@ -4,7 +4,8 @@ from .euler import ActivationField, ExplicitEuler
 from .gradient_flow import (ContractiveStep, ExpansiveStep, SwitchingPair, contractive_factor,
                             prescribed_expansive_step)
 from .hamiltonian import HamiltonianBlock
-from .lipschitz import (REL_MARGIN, CachedModule, ConstrainedLinearMap, LipConv2d, LipLinear, empirical_lipschitz,
+from .lipschitz import (REL_MARGIN, CachedModule, ConstrainedLinearMap, LipConv2d, LipLinear, clear_caches,
+                        empirical_lipschitz,
                         lip_conv, lip_conv_adjoint, operator_norm_bound, operator_power_iteration,
                         power_iteration_norm, singular_value_bounds)
 from .mass import (MassPreservingBlock, MassPreservingConvBlock, SumPreservingLift, SumPreservingLinear,
@@ -17,7 +18,7 @@ __all__ = [
     "ActivationField", "ExplicitEuler",
     "ContractiveStep", "ExpansiveStep", "SwitchingPair", "contractive_factor", "prescribed_expansive_step",
     "HamiltonianBlock",
-    "REL_MARGIN", "CachedModule", "ConstrainedLinearMap", "LipConv2d", "LipLinear", "empirical_lipschitz",
+    "REL_MARGIN", "CachedModule", "ConstrainedLinearMap", "LipConv2d", "LipLinear", "clear_caches", "empirical_lipschitz",
     "lip_conv", "lip_conv_adjoint", "operator_norm_bound", "operator_power_iteration", "power_iteration_norm",
     "singular_value_bounds",
     "MassPreservingBlock", "MassPreservingConvBlock", "SumPreservingLift", "SumPreservingLinear",

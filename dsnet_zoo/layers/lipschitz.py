@@ -42,6 +42,7 @@ eval mode.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable, Iterable
 
 import torch
@@ -67,6 +68,7 @@ __all__ = [
     "LipConv2d",
     "LipLinear",
     "iter_certified",
+    "clear_caches",
 ]
 
 REL_MARGIN = 1e-6
@@ -258,12 +260,15 @@ class CachedModule(nn.Module):
 
     ``self._cached(name, fn)`` returns ``fn()``; in training mode it is recomputed each call, in
     eval mode it is computed once under ``no_grad`` and reused until a parameter of this module
-    (recursively) is replaced or modified in place, or the module's dtype/device changes.
+    (recursively) is replaced or modified in place (its ``_version`` counter: optimizer steps,
+    ``load_state_dict``, in-place ops under ``no_grad``), the dtype/device changes, or the mode
+    changes. In-place edits through ``param.data`` bypass the version counter: call
+    :meth:`clear_cache` after them (or edit under ``torch.no_grad()`` without ``.data``).
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self._cache: dict[str, tuple[tuple, object]] = {}
+        self._cache: dict[str, tuple[tuple, list, object]] = {}
 
     def _params_key(self) -> tuple:
         # Tensors made under inference_mode cannot be saved for backward later: keep their cache apart.
@@ -278,16 +283,20 @@ class CachedModule(nn.Module):
         except RuntimeError:  # parameters made under inference_mode have no version counter: no cache
             with torch.no_grad():
                 return fn()
+        params = list(self.parameters())
         hit = self._cache.get(name)
-        if hit is not None and hit[0] == key:
-            return hit[1]
+        # identity check too: a replaced parameter may reuse a freed address with version 0
+        if hit is not None and hit[0] == key and len(hit[1]) == len(params) and all(
+                r() is p for r, p in zip(hit[1], params)):
+            return hit[2]
         with torch.no_grad():
             value = fn()
-        self._cache[name] = (key, value)
+        self._cache[name] = (key, [weakref.ref(p) for p in params], value)
         return value
 
     def train(self, mode: bool = True):
-        self._cache.clear()
+        if mode != self.training:
+            self._cache.clear()
         return super().train(mode)
 
     def clear_cache(self) -> None:
@@ -524,6 +533,13 @@ class LipLinear(ConstrainedLinearMap):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode}"
+
+
+def clear_caches(module: nn.Module) -> None:
+    """Drop the eval-mode caches of every :class:`CachedModule` inside ``module``."""
+    for m in module.modules():
+        if isinstance(m, CachedModule):
+            m._cache.clear()
 
 
 def iter_certified(module: nn.Module) -> Iterable[tuple[str, nn.Module]]:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.gradient_flow import ContractiveStep, SwitchingPair
-from ..layers.lipschitz import LipConv2d, LipLinear
+from ..layers.lipschitz import LipConv2d, LipLinear, clear_caches
 from ..registry import register_model
 from ._base import ZooClassifier
 from ._builder import build_model
@@ -137,6 +137,10 @@ class LipNet(ZooClassifier):
         for b in self.blocks:
             x = b(x)
         return x
+
+    def clear_cache(self) -> None:
+        """Drop the cached eval-mode weights (needed only after edits through ``param.data``)."""
+        clear_caches(self)
 
     def dynamic_blocks(self) -> list[LipBlock]:
         """The blocks in order; each has ``input_shape``, ``lipschitz_upper_bound()`` and
