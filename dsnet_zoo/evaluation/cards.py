@@ -28,7 +28,7 @@ def _eval_results(entries: list[dict[str, Any]]):
         ds = m["dataset"]
         common = dict(task_type="image-classification", task_name="Image Classification",
                       dataset_type=_HF_DATASET.get(ds, ds), dataset_name=DATASET_TITLES.get(ds, ds),
-                      dataset_split="test", source_name="dsnet_zoo eval")
+                      dataset_split="test")
         clean = m["metrics"].get("clean")
         if clean and clean.get("accuracy") is not None:
             out.append(EvalResult(metric_type="accuracy", metric_name=f"clean accuracy (n={clean['n']})",

@@ -88,7 +88,7 @@ def _jsonable(obj: Any) -> Any:
 
 def result_stem(name: str, dataset: str, metrics: Sequence[str]) -> str:
     """File stem of a result: ``<arch.tag>__<dataset>__<metric-set>``."""
-    return f"{name}__{dataset}__{'+'.join(sorted(metrics))}"
+    return f"{name}__{dataset}__{'+'.join(sorted(set(metrics)))}"
 
 
 # ------------------------------------------------------------------------------------------------
