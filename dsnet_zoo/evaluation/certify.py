@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..models._base import ZooClassifier
+
 __all__ = ["Certifier", "certified_radii", "describe_bound", "ROUNDING_RTOL"]
 
 # relative rounding allowance on logits computed in float32 (a few hundred ulps of the largest logit)
@@ -127,10 +129,17 @@ class Certifier:
     @torch.no_grad()
     def logits_and_radii(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = self.model
-        logits = model(x)
         feats = None
-        if self.pairwise:
-            feats = model.forward_head(model.forward_features(x), pre_logits=True)
+        if self.pairwise and type(model).forward is ZooClassifier.forward:
+            # forward is forward_head(forward_features(x)) by definition: one pass gives both
+            f = model.forward_features(x)
+            logits = model.forward_head(f)
+            feats = model.forward_head(f, pre_logits=True)
+        else:
+            logits = model(x)
+            if self.pairwise:
+                feats = model.forward_head(model.forward_features(x), pre_logits=True)
+        if feats is not None:
             w = self.head_weight.to(feats)
             recomputed = feats @ w.t() + (self.head_bias.to(feats) if self.head_bias is not None else 0.0)
             scale = logits.abs().max().clamp(min=1.0)

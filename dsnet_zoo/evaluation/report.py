@@ -14,7 +14,8 @@ from typing import Any, Iterable
 from .metrics import DEFAULT_CERT_EPS, PAPER_EPS, format_eps
 from .runner import SCHEMA, atomic_write_text
 
-__all__ = ["load_results", "merge_results", "leaderboard_markdown", "plot_accuracy_vs_eps", "DATASET_TITLES"]
+__all__ = ["load_results", "merge_results", "leaderboard_markdown", "write_leaderboard", "plot_accuracy_vs_eps",
+           "DATASET_TITLES"]
 
 DATASET_TITLES = {
     "cifar10-real": "CIFAR-10, first 1,017 test images (exact pixels)",
