@@ -2,26 +2,23 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import shlex
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
-import dsnet_zoo
-from dsnet_zoo import WeightsCfg
 from dsnet_zoo.cli import eval_cmd
 from dsnet_zoo.evaluation import evaluate
 from dsnet_zoo.evaluation.cards import write_model_cards
 from dsnet_zoo.evaluation.reference import LinearReference, nearest_prototype_weights, prototype_data
 from dsnet_zoo.evaluation.report import leaderboard_markdown, load_results, plot_accuracy_vs_eps
 from dsnet_zoo.hub import sha256_file
-from dsnet_zoo.models import build_model
-from dsnet_zoo.registry import is_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = os.environ.get("DSNET_ZOO_DATA")
@@ -29,14 +26,39 @@ needs_data = pytest.mark.skipif(not DATA, reason="DSNET_ZOO_DATA is not set (poi
 REPO = "evaltest/linear-protos"
 
 
-def evaltest_linear(pretrained=False, **kwargs):
-    """Linear reference classifier (nearest prototype), for the harness tests."""
-    return build_model(LinearReference, "evaltest_linear", pretrained, default_num_classes=10, **kwargs)
+# The test model is registered only inside child processes, so the shared registry of this pytest
+# process (which other tests list and load) never sees it.
+CHILD = textwrap.dedent("""
+    import argparse, os, sys
+    import dsnet_zoo
+    from dsnet_zoo import WeightsCfg
+    from dsnet_zoo.evaluation.reference import LinearReference
+    from dsnet_zoo.hub import sha256_file
+    from dsnet_zoo.models import build_model
+
+    def evaltest_linear(pretrained=False, **kwargs):
+        return build_model(LinearReference, "evaltest_linear", pretrained, default_num_classes=10, **kwargs)
+
+    path = os.path.join(os.environ["DSNET_ZOO_WEIGHTS_DIR"], "evaltest", "linear-protos", "model.safetensors")
+    dsnet_zoo.register_model(evaltest_linear, family="test", dataset="cifar10")
+    dsnet_zoo.register_pretrained("evaltest_linear", WeightsCfg(
+        tag="protos", hf_hub_id="evaltest/linear-protos", revision="0" * 40, sha256=sha256_file(path),
+        num_classes=10, dataset="synthetic", license="mit", source="dsnet_zoo"))
+    if sys.argv[1] == "cli":
+        from dsnet_zoo.cli import eval_cmd
+        parser = argparse.ArgumentParser(prog="dsnet-zoo")
+        eval_cmd.add_parser(parser.add_subparsers(dest="command"))
+        args = parser.parse_args(sys.argv[2:])
+        sys.exit(args.func(args))
+    import runpy
+    sys.argv = sys.argv[2:]
+    runpy.run_path(sys.argv[0], run_name="__main__")
+""")
 
 
 @pytest.fixture(scope="module")
 def weights_dir(tmp_path_factory):
-    """Weights written by the test into a DSNET_ZOO_WEIGHTS_DIR layout, registered as evaltest_linear.protos."""
+    """Weights written by the test into a DSNET_ZOO_WEIGHTS_DIR layout (registered in the children)."""
     from safetensors.torch import save_file
 
     root = tmp_path_factory.mktemp("weights")
@@ -44,19 +66,15 @@ def weights_dir(tmp_path_factory):
     path = root / REPO / "model.safetensors"
     path.parent.mkdir(parents=True)
     save_file(nearest_prototype_weights(protos, scale=0.2), str(path))
-    if not is_model("evaltest_linear"):
-        dsnet_zoo.register_model(evaltest_linear, family="test", dataset="cifar10")
-    if not is_model("evaltest_linear.protos"):
-        dsnet_zoo.register_pretrained("evaltest_linear", WeightsCfg(
-            tag="protos", hf_hub_id=REPO, revision="0" * 40, sha256=sha256_file(path), num_classes=10,
-            dataset="synthetic", license="mit", source="dsnet_zoo"))
-    old = os.environ.get("DSNET_ZOO_WEIGHTS_DIR")
-    os.environ["DSNET_ZOO_WEIGHTS_DIR"] = str(root)
-    yield root
-    if old is None:
-        os.environ.pop("DSNET_ZOO_WEIGHTS_DIR", None)
-    else:
-        os.environ["DSNET_ZOO_WEIGHTS_DIR"] = old
+    (root / "child.py").write_text(CHILD)
+    return root
+
+
+def _child(weights_dir: Path, *argv: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DSNET_ZOO_WEIGHTS_DIR=str(weights_dir), OMP_NUM_THREADS="1",
+               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, str(weights_dir / "child.py"), *argv], env=env, capture_output=True,
+                          text=True, timeout=600)
 
 
 def _cli(argv: list[str]) -> int:
@@ -69,9 +87,9 @@ def _cli(argv: list[str]) -> int:
 @needs_data
 def test_eval_cli_writes_a_result_that_its_own_command_reproduces(weights_dir, tmp_path):
     out = tmp_path / "r.json"
-    rc = _cli(["eval", "evaltest_linear.protos", "--dataset", "cifar10-real", "--n", "24", "--device", "cpu",
-               "--batch-size", "10", "--out", str(out), "--no-progress"])
-    assert rc == 0
+    proc = _child(weights_dir, "cli", "eval", "evaltest_linear.protos", "--dataset", "cifar10-real", "--n", "24",
+                  "--device", "cpu", "--batch-size", "10", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["name"] == "evaltest_linear.protos" and r["tag"] == "protos"
     assert r["weights_sha256"] == sha256_file(weights_dir / REPO / "model.safetensors")
@@ -80,7 +98,8 @@ def test_eval_cli_writes_a_result_that_its_own_command_reproduces(weights_dir, t
     argv = shlex.split(r["command"])
     assert argv[:2] == ["dsnet-zoo", "eval"]
     again = tmp_path / "again.json"
-    assert _cli(argv[1:] + ["--out", str(again), "--device", "cpu", "--no-progress"]) == 0
+    proc = _child(weights_dir, "cli", *argv[1:], "--out", str(again), "--device", "cpu", "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(again.read_text())["metrics"] == r["metrics"]
 
 
@@ -88,12 +107,13 @@ def test_eval_cli_writes_a_result_that_its_own_command_reproduces(weights_dir, t
 def test_eval_cli_takes_a_checkpoint_path(weights_dir, tmp_path):
     ckpt = weights_dir / REPO / "model.safetensors"
     out = tmp_path / "c.json"
-    assert _cli(["eval", str(ckpt), "--arch", "evaltest_linear", "--dataset", "cifar10-real", "--n", "8",
-                 "--device", "cpu", "--out", str(out), "--no-progress"]) == 0
+    proc = _child(weights_dir, "cli", "eval", str(ckpt), "--arch", "evaltest_linear", "--dataset", "cifar10-real",
+                  "--n", "8", "--device", "cpu", "--out", str(out), "--no-progress")
+    assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["checkpoint"] == "model.safetensors" and r["weights_sha256"] == sha256_file(ckpt)
-    with pytest.raises(ValueError, match="--arch"):
-        _cli(["eval", str(ckpt), "--dataset", "cifar10-real", "--n", "8", "--device", "cpu"])
+    proc = _child(weights_dir, "cli", "eval", str(ckpt), "--dataset", "cifar10-real", "--n", "8", "--device", "cpu")
+    assert proc.returncode != 0 and "--arch" in proc.stderr
 
 
 def test_eval_cli_refuses_bad_arguments():
@@ -106,22 +126,16 @@ def test_eval_cli_refuses_bad_arguments():
         _cli(["eval", "x", "--dataset", "mnist"])
 
 
-def _load_leaderboard_module():
-    spec = importlib.util.spec_from_file_location("leaderboard", ROOT / "eval" / "leaderboard.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @needs_data
 def test_leaderboard_script_end_to_end(weights_dir, tmp_path):
-    lb = _load_leaderboard_module()
     paths = dict(results=tmp_path / "results", md=tmp_path / "LEADERBOARD.md", png=tmp_path / "acc.png",
                  cards=tmp_path / "cards")
     argv = ["--models", "evaltest_*", "--dataset", "cifar10-real", "--n", "16", "--device", "cpu",
             "--results-dir", str(paths["results"]), "--leaderboard", str(paths["md"]), "--plot", str(paths["png"]),
             "--cards-dir", str(paths["cards"]), "--no-progress"]
-    assert lb.main(argv) == 0
+    script = str(ROOT / "eval" / "leaderboard.py")
+    proc = _child(weights_dir, "script", script, *argv)
+    assert proc.returncode == 0, proc.stderr[-2000:]
     files = sorted(p.name for p in paths["results"].iterdir())
     assert files == ["evaltest_linear.protos__cifar10-real__certified+clean.examples.json",
                      "evaltest_linear.protos__cifar10-real__certified+clean.json"]
@@ -138,7 +152,8 @@ def test_leaderboard_script_end_to_end(weights_dir, tmp_path):
     assert "library_name" not in front
     # an existing result is kept, not recomputed
     mtime = (paths["results"] / files[1]).stat().st_mtime_ns
-    assert lb.main(argv) == 0
+    proc = _child(weights_dir, "script", script, *argv)
+    assert proc.returncode == 0 and "kept" in proc.stderr
     assert (paths["results"] / files[1]).stat().st_mtime_ns == mtime
 
 
