@@ -49,7 +49,14 @@ class _NormConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
 
     def normalized(self) -> torch.Tensor:
-        return self.weight / _conv_norm_bound(self.weight).clamp(min=1.0)
+        if self.training or self.weight.requires_grad:
+            return self.weight / _conv_norm_bound(self.weight).clamp(min=1.0)
+        # frozen weights (evaluation): normalise once, as a deployed 1-Lipschitz layer would
+        key = (self.weight._version, self.weight.data_ptr(), self.weight.device)
+        if getattr(self, "_cache_key", None) != key:
+            self._cache = self.weight / _conv_norm_bound(self.weight).clamp(min=1.0)
+            self._cache_key = key
+        return self._cache
 
     def forward(self, x):
         return F.conv2d(x, self.normalized(), self.bias, padding=1)
