@@ -144,6 +144,8 @@ def main(argv=None) -> int:
     rows = []
     ident = {"name": label, "model": label, "tag": None, "checkpoint": None}
 
+    with torch.no_grad():
+        model(data.float_batch(0, 8)[0])  # warm-up (allocator, cached normalised weights)
     t = time.time()
     with torch.no_grad():
         for lo in range(0, len(data), args.batch_size):
