@@ -93,6 +93,13 @@ def certified_radii(logits: torch.Tensor, y: torch.Tensor, lipschitz: float | No
     return {"radius": radius, "global": glob.clamp(min=0.0), "pairwise": pair.clamp(min=0.0)}
 
 
+def _plain_zoo_forward(model: nn.Module) -> bool:
+    """``model(x)`` is exactly ``forward_head(forward_features(x))``: ZooClassifier's own forward, not
+    replaced on the instance, and no forward hooks that could change inputs or outputs."""
+    return (type(model).forward is ZooClassifier.forward and "forward" not in vars(model)
+            and not model._forward_hooks and not model._forward_pre_hooks)
+
+
 @dataclass
 class Certifier:
     """Computes logits and certified radii of batches for one model.
@@ -130,7 +137,7 @@ class Certifier:
     def logits_and_radii(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         model = self.model
         feats = None
-        if self.pairwise and type(model).forward is ZooClassifier.forward:
+        if self.pairwise and _plain_zoo_forward(model):
             # forward is forward_head(forward_features(x)) by definition: one pass gives both
             f = model.forward_features(x)
             logits = model.forward_head(f)
