@@ -255,3 +255,40 @@ def test_bad_arguments_are_refused(tmp_path):
     with pytest.raises(ValueError, match="classes"):
         _run(LinearReference(num_classes=100), data, tmp_path)
     assert os.listdir(tmp_path) == [] or not any(p.endswith(".json") for p in os.listdir(tmp_path))
+
+
+def test_attack_points_outside_the_ball_or_box_never_count_as_broken():
+    from dsnet_zoo.evaluation.attacks import check_adversarial
+
+    m, data = _model_and_data(n=4, seed=5)
+    x, y = data.float_batch(0, 4)
+    exact = m.exact_min_distance(x, y)
+    w = m.head.weight.detach()
+    with torch.no_grad():
+        z = m(x)
+    # the optimal direction for each example, pushed just past its exact distance
+    step = []
+    for i in range(4):
+        d = (z[i, y[i]] - z[i]) / (w[y[i]] - w).norm(dim=1)
+        d[y[i]] = float("inf")
+        j = int(d.argmin())
+        step.append((w[j] - w[y[i]]) / (w[j] - w[y[i]]).norm() * float(exact[i]) * 1.01)
+    x_adv = x + torch.stack(step).view_as(x)
+    eps = float(exact.max()) * 1.02
+    broken, invalid = check_adversarial(m, x, y, x_adv, "L2", eps)
+    inside = ((x_adv >= 0) & (x_adv <= 1)).flatten(1).all(1)
+    assert torch.equal(broken, inside) and torch.equal(invalid, ~inside)
+    assert broken.any()  # the optimal steps do flip the class
+    # the same points judged at a smaller radius are outside the ball: invalid, not broken
+    broken, invalid = check_adversarial(m, x, y, x_adv, "L2", float(exact.min()) * 0.5)
+    assert not broken.any() and invalid.all()
+
+
+def test_eps_text_round_trips():
+    from dsnet_zoo.evaluation import format_eps, parse_eps
+
+    for text in ("36/255", "8/255", "0.5", "0.3", "1"):
+        assert format_eps(parse_eps(text)) == text
+    for bad in ("0", "-1", "abc", "1/0"):
+        with pytest.raises(ValueError):
+            parse_eps(bad)
