@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "serve_hub_cmd",
     "verify_cmd",
     "train_cmd",
+    "eval_cmd",
 ]
 
 

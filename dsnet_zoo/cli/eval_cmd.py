@@ -1,0 +1,94 @@
+"""``dsnet-zoo eval NAME[.TAG]|CHECKPOINT --dataset D [--n N] [--metrics ...] [--out FILE.json]``
+
+Shard over processes with ``torchrun --nproc_per_node=N -m dsnet_zoo eval ...``; rerunning an interrupted
+command resumes from its per-batch state (``FILE.json.partial/``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+EXIT_CROSS_CHECK = 3
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def add_parser(sub) -> None:
+    from ..data import list_datasets
+
+    p = sub.add_parser("eval", help="evaluate a model: clean, certified, AutoAttack, the paper's PGD",
+                       description="Evaluate NAME[.TAG] (pretrained weights) or a checkpoint file (with --arch, or a "
+                                   "config.json beside it). Writes a JSON result and a per-example side file.")
+    p.add_argument("name", help="arch[.tag] with registered weights, or a checkpoint path")
+    p.add_argument("--arch", help="architecture of a checkpoint file")
+    p.add_argument("--dataset", required=True, choices=list_datasets())
+    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--data-dir", help="folder with the data (default: $DSNET_ZOO_DATA, else the cache folder)")
+    p.add_argument("--n", type=int, help="the first N examples (default: all)")
+    p.add_argument("--metrics", default="clean,certified",
+                   help="comma-separated: clean, certified, autoattack, paper-pgd (default: clean,certified)")
+    p.add_argument("--eps", help="L2 radii of the certified metric, e.g. 36/255,72/255 (default: 36,72,108,255 /255)")
+    p.add_argument("--paper-eps", help="L2 radii of paper-pgd (default: the paper's grid 8/255 .. 1.0)")
+    p.add_argument("--aa-threats", help="AutoAttack threat models NORM:EPS,... (default: L2:0.5,L2:36/255,Linf:8/255)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: auto)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="result JSON (default: print the summary only; state kept in the cache folder)")
+    p.add_argument("--restart", action="store_true", help="discard the saved partial state and start over")
+    p.add_argument("--max-batches", type=int,
+                   help="compute at most this many batches now, then exit 0 leaving resumable state")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_threats(text: str) -> list[tuple[str, float]]:
+    from ..evaluation import parse_eps
+
+    out = []
+    for item in _csv(text):
+        norm, _, eps = item.partition(":")
+        if norm not in ("L2", "Linf") or not eps:
+            raise ValueError(f"threat {item!r}: write NORM:EPS with NORM L2 or Linf, e.g. Linf:8/255")
+        out.append((norm, parse_eps(eps)))
+    return out
+
+
+def run(args) -> int:
+    from ..evaluation import CrossCheckError, evaluate, list_metrics, parse_eps
+
+    metrics = _csv(args.metrics)
+    unknown = [m for m in metrics if m not in list_metrics()]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(list_metrics())}")
+    kw = {}
+    if args.eps:
+        kw["cert_eps"] = [parse_eps(e) for e in _csv(args.eps)]
+    if args.paper_eps:
+        kw["paper_eps"] = [parse_eps(e) for e in _csv(args.paper_eps)]
+    if args.aa_threats:
+        kw["aa_threats"] = parse_threats(args.aa_threats)
+    try:
+        result = evaluate(args.name, args.dataset, split=args.split, data_dir=args.data_dir, n=args.n,
+                          metrics=metrics, device=args.device, batch_size=args.batch_size, seed=args.seed,
+                          out=args.out, restart=args.restart, max_batches=args.max_batches,
+                          progress=not args.no_progress, arch=args.arch, **kw)
+    except CrossCheckError as e:
+        print(f"dsnet-zoo eval: CROSS-CHECK FAILED, no result written:\n{e}", file=sys.stderr)
+        return EXIT_CROSS_CHECK
+    if result is None:
+        print("dsnet-zoo eval: stopped early (--max-batches); run the same command again to resume",
+              file=sys.stderr)
+        return 0
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    result.pop("_examples", None)
+    summary = {"name": result["name"], "dataset": result["dataset"]["name"], "n": result["dataset"]["n"],
+               "lipschitz_bound": result["lipschitz"]["bound"],
+               "metrics": {k: v.get("accuracy") for k, v in result["metrics"].items()},
+               "wall_time_s": result["run"]["wall_time_s"], "out": args.out}
+    print(json.dumps(summary, indent=1))
+    return 0

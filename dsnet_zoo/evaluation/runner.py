@@ -1,0 +1,502 @@
+"""``evaluate``: one model on one dataset, batch by batch, resumable, shardable with ``torchrun``.
+
+- Examples are cut into fixed batches of ``batch_size`` in dataset order; batch ``b`` always holds the
+  same examples and uses the seed ``seed * 1_000_003 + b``, so its outcomes do not depend on how many
+  processes run or whether the run was interrupted. Under ``torchrun`` (``WORLD_SIZE > 1``) process
+  ``r`` runs the batches ``b = r (mod world)``; the outcomes are merged with ``all_gather_object``.
+- Each finished batch is saved (atomically) in a state folder next to the output, ``<out>.partial/``;
+  a later run with the same configuration skips the batches already there.
+- Before anything is written, the merged outcomes are cross-checked (:func:`cross_check`); a
+  contradiction raises :class:`CrossCheckError` and no result file is produced.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .certify import Certifier
+from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, MetricContext, format_eps,
+                      get_metric)
+
+__all__ = ["evaluate", "load_for_eval", "cross_check", "CrossCheckError", "atomic_write_text",
+           "atomic_write_json", "result_stem", "SCHEMA"]
+
+SCHEMA = "dsnet_zoo.eval/1"
+
+
+class CrossCheckError(AssertionError):
+    """Per-example outcomes contradict each other: a certified point was broken by an attack (the
+    Lipschitz bound is wrong or there is a bug), or a point is robust but misclassified."""
+
+
+# ------------------------------------------------------------------------------------------------
+# files
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temp file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(_jsonable(obj), indent=1, allow_nan=False) + "\n")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return [_jsonable(v) for v in obj.tolist()]
+    if isinstance(obj, (np.bool_,)):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return None if math.isnan(v) else (v if math.isfinite(v) else ("inf" if v > 0 else "-inf"))
+    return obj
+
+
+def result_stem(name: str, dataset: str, metrics: Sequence[str]) -> str:
+    """File stem of a result: ``<arch.tag>__<dataset>__<metric-set>``."""
+    return f"{name}__{dataset}__{'+'.join(sorted(set(metrics)))}"
+
+
+# ------------------------------------------------------------------------------------------------
+# models
+
+
+def _parameters_sha256(model: nn.Module) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        t = v.detach().cpu().contiguous()
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()
+
+
+def load_for_eval(name_or_path: str, *, arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Build ``arch[.tag]`` with its pretrained weights, or ``arch`` with a checkpoint file.
+
+    A checkpoint path needs ``arch``, or a ``config.json`` beside it naming the ``architecture``
+    (the layout of a Hub repo folder)."""
+    from .. import create
+    from ..registry import get_pretrained_cfg, split_model_name
+
+    path = Path(name_or_path)
+    if path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or path.is_file():
+        if not path.is_file():
+            raise FileNotFoundError(f"checkpoint {path} does not exist")
+        if arch is None:
+            cfg_file = path.parent / "config.json"
+            if cfg_file.is_file():
+                arch = json.loads(cfg_file.read_text()).get("architecture")
+        if not arch:
+            raise ValueError(f"which architecture is {path.name}? pass --arch ARCH (see `dsnet-zoo list`)")
+        model = create(arch, checkpoint_path=path)
+        ident = {"name": f"{arch}.{path.stem}", "model": arch, "tag": None, "checkpoint": path.name}
+    else:
+        cfg = get_pretrained_cfg(name_or_path, required=True)
+        a, _ = split_model_name(name_or_path)
+        model = create(f"{a}.{cfg.tag}", pretrained=True)
+        ident = {"name": f"{a}.{cfg.tag}", "model": a, "tag": cfg.tag, "checkpoint": None,
+                 "source": cfg.source, "license": cfg.license, "trained_on": cfg.dataset}
+    loaded = (getattr(model, "pretrained_cfg", None) or {}).get("loaded_from") or {}
+    ident["weights_sha256"] = loaded.get("sha256")
+    ident["weights_source"] = loaded.get("source")
+    return model, ident
+
+
+def _describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _versions() -> dict[str, str]:
+    from .. import __version__
+
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+           "dsnet_zoo": __version__}
+    for mod in ("torchvision",):
+        try:
+            out[mod] = __import__(mod).__version__
+        except Exception:
+            pass
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# cross-checks
+
+
+def cross_check(table: dict[str, np.ndarray], columns: Iterable[Column], *, input_dim: int,
+                indices: np.ndarray | None = None) -> dict[str, Any]:
+    """Check every example; raise :class:`CrossCheckError` listing the contradictions.
+
+    - robust (any attack, any eps) or certified implies clean-correct, so robust accuracy <= clean;
+    - certified radius ``r`` (L2) > eps implies not broken by an L2 attack at eps, and
+      ``r > sqrt(d) eps`` implies not broken by an Linf attack at eps (``||d||_2 <= sqrt(d) ||d||_inf``).
+    """
+    columns = list(columns)
+    correct = table["clean/correct"].astype(bool)
+    n = len(correct)
+    idx = indices if indices is not None else np.arange(n)
+    radius = table.get("certified/radius")
+    if radius is not None and radius.dtype == object:
+        radius = None
+    problems: list[str] = []
+    checked = []
+    for col in columns:
+        if col.kind not in ("robust", "certified"):
+            continue
+        vals = table[col.name]
+        if vals.dtype == object:  # no certificate: nothing claimed
+            continue
+        vals = vals.astype(bool)
+        bad = np.nonzero(vals & ~correct)[0]
+        checked.append(f"{col.name} implies clean-correct")
+        for i in bad[:10]:
+            problems.append(f"example {idx[i]}: {col.name} is robust/certified but misclassified")
+        if col.kind == "robust" and radius is not None:
+            reach = col.eps if col.norm == "L2" else col.eps * math.sqrt(input_dim)
+            broken = np.nonzero((radius > reach) & ~vals)[0]
+            checked.append(f"certified radius > {col.norm} {format_eps(col.eps)} implies {col.name} robust")
+            for i in broken[:10]:
+                problems.append(f"example {idx[i]}: certified L2 radius {radius[i]:.6g} > {reach:.6g} but broken "
+                                f"by {col.name} ({col.norm}, eps={format_eps(col.eps)}): the Lipschitz bound is "
+                                "understated or an attack/certificate has a bug")
+    if problems:
+        raise CrossCheckError(f"{len(problems)} contradiction(s) in the per-example outcomes:\n  "
+                              + "\n  ".join(problems[:40]))
+    return {"passed": True, "checks": checked}
+
+
+# ------------------------------------------------------------------------------------------------
+# distributed
+
+
+def _dist_env() -> tuple[int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    return world, rank, local
+
+
+def _init_dist(device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+
+
+def _resolve_device(device: str | torch.device, local_rank: int, world: int) -> torch.device:
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("--device cuda was asked for but no CUDA device is available")
+        return torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
+    if device == "cpu":
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def _batch_seed(seed: int, b: int) -> int:
+    return (seed * 1_000_003 + b) % (2 ** 31 - 1)
+
+
+def _reproduce_command(ident: dict[str, Any], dataset: str, split: str, n: int, metrics: Sequence[str],
+                       cert_eps, paper_eps, aa_threats, seed: int, batch_size: int) -> str:
+    parts = ["dsnet-zoo", "eval", ident["name"] if ident.get("checkpoint") is None else ident["checkpoint"],
+             "--dataset", dataset, "--n", str(n), "--metrics", ",".join(metrics), "--seed", str(seed),
+             "--batch-size", str(batch_size)]
+    if ident.get("checkpoint") is not None:
+        parts += ["--arch", ident["model"]]
+    if split != "test":
+        parts += ["--split", split]
+    if tuple(cert_eps) != DEFAULT_CERT_EPS and "certified" in metrics:
+        parts += ["--eps", ",".join(format_eps(e) for e in cert_eps)]
+    if tuple(paper_eps) != PAPER_EPS and "paper-pgd" in metrics:
+        parts += ["--paper-eps", ",".join(format_eps(e) for e in paper_eps)]
+    from .attacks import STANDARD_THREATS
+
+    if tuple(aa_threats) != STANDARD_THREATS and "autoattack" in metrics:
+        parts += ["--aa-threats", ",".join(f"{nm}:{format_eps(e)}" for nm, e in aa_threats)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real", *, split: str = "test",
+             data_dir: str | os.PathLike | None = None, n: int | None = None,
+             metrics: Sequence[str] = DEFAULT_METRICS, cert_eps: Sequence[float] = DEFAULT_CERT_EPS,
+             paper_eps: Sequence[float] = PAPER_EPS, aa_threats: Sequence[tuple[str, float]] | None = None,
+             device: str | torch.device = "auto", batch_size: int = 256, seed: int = 0,
+             out: str | os.PathLike | None = None, state_dir: str | os.PathLike | None = None,
+             restart: bool = False, max_batches: int | None = None, progress: bool = True,
+             arch: str | None = None, ident: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Evaluate a model and return the result record (also written to ``out`` when given).
+
+    ``model`` is ``arch[.tag]`` (pretrained weights), a checkpoint path (with ``arch``), or an
+    ``nn.Module`` (then ``ident`` names it). ``dataset`` is a name (:func:`dsnet_zoo.data.load_dataset`)
+    or an :class:`~dsnet_zoo.data.EvalData` built in memory. ``metrics`` from :func:`~.metrics.list_metrics`.
+    ``max_batches`` stops after that many newly computed batches (per process) and returns ``None``,
+    leaving the state to resume from. Per-example outcomes go to ``<out stem>.examples.json``; the
+    returned record also carries them under ``'_examples'`` (not written into the result file).
+    """
+    from ..data import load_dataset
+    from .attacks import STANDARD_THREATS
+
+    t0 = time.time()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    metrics = list(dict.fromkeys(["clean", *metrics]))
+    metric_objs = [get_metric(m) for m in metrics]
+    aa_threats = tuple(aa_threats) if aa_threats is not None else STANDARD_THREATS
+    if batch_size <= 0:
+        raise ValueError(f"batch size must be positive, got {batch_size}")
+
+    world, rank, local_rank = _dist_env()
+    dev = _resolve_device(device, local_rank, world)
+    own_dist = _init_dist(dev) if world > 1 else False
+
+    if isinstance(model, (str, os.PathLike)):
+        model, ident = load_for_eval(str(model), arch=arch)
+    elif ident is None:
+        ident = {"name": type(model).__name__, "model": type(model).__name__, "tag": None, "checkpoint": None,
+                 "weights_sha256": None}
+    model = model.to(dev).eval()
+    grads = [p.requires_grad for p in model.parameters()]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    try:
+        return _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, tuple(cert_eps),
+                         tuple(paper_eps), aa_threats, dev, batch_size, seed, out, state_dir, restart, max_batches,
+                         progress, world, rank, t0, started, load_dataset)
+    finally:
+        for p, g in zip(model.parameters(), grads):
+            p.requires_grad_(g)
+        if own_dist:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, cert_eps, paper_eps, aa_threats,
+              dev, batch_size, seed, out, state_dir, restart, max_batches, progress, world, rank, t0, started,
+              load_dataset):
+    from ..data import EvalData
+
+    if isinstance(dataset, EvalData):
+        data = dataset if n is None else dataset.subset(n)
+        dataset = data.name
+    else:
+        data = load_dataset(dataset, split, data_dir=data_dir, n=n)
+    split = data.split
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes is not None and num_classes != data.num_classes:
+        raise ValueError(f"{ident['name']} has {num_classes} classes but {dataset} has {data.num_classes}")
+    n = len(data)
+    dtype = next(iter(model.parameters()), torch.zeros(())).dtype
+    certifier = Certifier(model)
+    input_dim = int(np.prod(data.x.shape[1:]))
+    ctx = MetricContext(model=model, device=dev, dtype=dtype, seed=seed, num_classes=data.num_classes,
+                        input_dim=input_dim, cert_eps=cert_eps, paper_eps=paper_eps, aa_threats=aa_threats,
+                        bound_info=certifier.info)
+    records = {m.name: m.setup(ctx) for m in metric_objs}
+    columns = [c for m in metric_objs for c in m.columns(ctx)]
+
+    params_sha = _parameters_sha256(model)
+    config = {"model": ident["name"], "parameters_sha256": params_sha, "dataset": dataset, "split": split, "n": n,
+              "data_md5": data.info.get("md5"), "metrics": metrics, "cert_eps": list(cert_eps),
+              "paper_eps": list(paper_eps), "aa_threats": [list(t) for t in aa_threats], "seed": seed,
+              "batch_size": batch_size, "dtype": str(dtype)}
+    fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+
+    stem = result_stem(ident["name"], dataset, metrics)
+    if state_dir is None:
+        if out is not None:
+            state_dir = Path(str(out) + ".partial")
+        else:
+            cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+            state_dir = Path(cache) / "dsnet_zoo" / "eval-state" / f"{stem}-{fingerprint}"
+    state_dir = Path(state_dir)
+    _prepare_state(state_dir, config, fingerprint, restart, rank, world)
+
+    n_batches = math.ceil(n / batch_size)
+    mine = [b for b in range(n_batches) if b % world == rank]
+    done: dict[int, dict[str, Any]] = {}
+    for b in mine:
+        f = state_dir / f"batch_{b:06d}.json"
+        if f.is_file():
+            done[b] = json.loads(f.read_text())
+    todo = [b for b in mine if b not in done]
+    if max_batches is not None:
+        todo_now = todo[:max_batches]
+    else:
+        todo_now = todo
+
+    bar = None
+    if progress and rank == 0 and todo_now:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo_now), unit="batch", desc=f"{ident['name']} on {dataset}",
+                   dynamic_ncols=True, file=sys.stderr)
+    for b in todo_now:
+        tb = time.time()
+        lo, hi = b * batch_size, min((b + 1) * batch_size, n)
+        x, y = data.float_batch(lo, hi)
+        x = x.to(dev, dtype).contiguous()
+        y = y.to(dev)
+        logits, radii = certifier.logits_and_radii(x, y)
+        batch = Batch(index=b, seed=_batch_seed(seed, b), x=x, y=y, logits=logits, radii=radii)
+        cols: dict[str, Any] = {}
+        for m in metric_objs:
+            cols.update(m.run_batch(ctx, batch))
+        rec = {"batch": b, "start": lo, "stop": hi, "time_s": time.time() - tb,
+               "columns": {k: _jsonable(np.asarray(v)) for k, v in cols.items()}}
+        atomic_write_json(state_dir / f"batch_{b:06d}.json", rec)
+        done[b] = json.loads(json.dumps(_jsonable(rec)))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    finished_here = all(b in done for b in mine)
+    if world > 1:
+        import torch.distributed as dist
+
+        flags = [None] * world
+        dist.all_gather_object(flags, finished_here)
+        if not all(flags):
+            return None
+        parts = [None] * world
+        dist.all_gather_object(parts, done)
+        merged: dict[int, Any] = {}
+        for p in parts:
+            merged.update({int(k): v for k, v in p.items()})
+        done = merged
+    elif not finished_here:
+        return None
+    if sorted(done) != list(range(n_batches)):
+        raise RuntimeError(f"batches missing after the merge: {sorted(set(range(n_batches)) - set(done))}")
+
+    table = _merge_columns(done, n_batches, columns)
+    indices = data.indices.numpy()
+    checks = cross_check(table, columns, input_dim=input_dim, indices=indices)
+
+    metric_records = {m.name: m.summarize(ctx, table, records[m.name]) for m in metric_objs}
+    if "autoattack" in metric_records:
+        flags = [f for m in metric_objs if m.name == "autoattack" for f in getattr(m, "flags", [])]
+        metric_records["autoattack"]["flags"] = flags
+    compute = sum(float(done[b]["time_s"]) for b in done)
+    wall = time.time() - t0
+    result = {
+        "schema": SCHEMA,
+        **{k: ident.get(k) for k in ("name", "model", "tag", "checkpoint", "source", "license", "trained_on")},
+        "weights_sha256": ident.get("weights_sha256"),
+        "weights_source": ident.get("weights_source"),
+        "parameters_sha256": params_sha,
+        "num_params": int(sum(p.numel() for p in model.parameters())),
+        "dataset": {"name": dataset, "split": split, "n": n, "indices": f"{int(indices[0])}..{int(indices[-1])}",
+                    "num_classes": data.num_classes, **data.info},
+        "lipschitz": certifier.info,
+        "metrics": metric_records,
+        "cross_checks": checks,
+        "config": {"seed": seed, "batch_size": batch_size, "batch_seed": "seed * 1000003 + batch_index",
+                   "fingerprint": fingerprint},
+        "run": {"device": _describe_device(dev), "world_size": world, "wall_time_s": round(wall, 3),
+                "compute_time_s": round(compute, 3), "started": started,
+                "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions()},
+        "command": _reproduce_command(ident, dataset, split, n, metrics, cert_eps, paper_eps, aa_threats, seed,
+                                      batch_size),
+    }
+    examples = {"name": ident["name"], "dataset": dataset, "split": split, "index": indices,
+                "label": data.y.numpy(), **table}
+    if out is not None:
+        out = Path(out)
+        result["examples_file"] = out.name[:-len(".json")] + ".examples.json" if out.name.endswith(".json") \
+            else out.name + ".examples.json"
+        if rank == 0:
+            atomic_write_json(out.parent / result["examples_file"], examples)
+            atomic_write_json(out, result)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    if rank == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    result["_examples"] = examples
+    return result
+
+
+def _prepare_state(state_dir: Path, config: dict, fingerprint: str, restart: bool, rank: int, world: int) -> None:
+    cfg_file = state_dir / "config.json"
+    if rank == 0:
+        if restart and state_dir.exists():
+            shutil.rmtree(state_dir)
+        if cfg_file.is_file():
+            old = json.loads(cfg_file.read_text())
+            if old.get("fingerprint") != fingerprint:
+                raise ValueError(
+                    f"{state_dir} holds the partial state of a different run (config {old.get('config')}); "
+                    "delete it or pass --restart to start over")
+        else:
+            atomic_write_json(cfg_file, {"fingerprint": fingerprint, "config": config})
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _merge_columns(done: dict[int, Any], n_batches: int, columns: list[Column]) -> dict[str, np.ndarray]:
+    table: dict[str, np.ndarray] = {}
+    for col in columns:
+        parts = [done[b]["columns"][col.name] for b in range(n_batches)]
+        flat = [v for p in parts for v in p]
+        if col.kind == "radius":
+            table[col.name] = np.array([math.nan if v is None else float(v) for v in flat], dtype=np.float64)
+        elif any(v is None for v in flat):
+            table[col.name] = np.array(flat, dtype=object)
+        elif col.kind == "pred":
+            table[col.name] = np.array(flat, dtype=np.int64)
+        else:
+            table[col.name] = np.array(flat, dtype=bool)
+    return table
