@@ -19,7 +19,6 @@ import platform
 import shlex
 import shutil
 import sys
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils import atomic_write_text, resolve_device
 from .certify import Certifier
 from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, MetricContext, format_eps,
                       get_metric)
@@ -46,23 +46,6 @@ class CrossCheckError(AssertionError):
 
 # ------------------------------------------------------------------------------------------------
 # files
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to a temp file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -227,20 +210,6 @@ def _init_dist(device: torch.device) -> bool:
 # the run
 
 
-def _resolve_device(device: str | torch.device, local_rank: int, world: int) -> torch.device:
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for but no CUDA device is available")
-        return torch.device("cuda", local_rank if world > 1 else torch.cuda.current_device())
-    if device == "cpu":
-        return torch.device("cpu")
-    return torch.device(device)
-
-
 def _batch_seed(seed: int, b: int) -> int:
     return (seed * 1_000_003 + b) % (2 ** 31 - 1)
 
@@ -294,7 +263,7 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
         raise ValueError(f"batch size must be positive, got {batch_size}")
 
     world, rank, local_rank = _dist_env()
-    dev = _resolve_device(device, local_rank, world)
+    dev = resolve_device(device, local_rank)
     own_dist = _init_dist(dev) if world > 1 else False
 
     if isinstance(model, (str, os.PathLike)):

@@ -17,28 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import atomic_write_bytes
 from .weights import WeightsCfg, WeightsError, _hf_download, sha256_file
 
 __all__ = ["write_hub_repo", "save_state_dict", "read_hub_config", "render_model_card", "atomic_write_bytes"]
 
 REPO_FILES = ("model.safetensors", "config.json", "README.md")
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temp file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> str:

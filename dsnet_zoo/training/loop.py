@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils import atomic_write_bytes, atomic_write_text, resolve_device
 from . import ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input
 from .losses import build_loss
@@ -64,21 +65,6 @@ class TrainResult:
 
 
 # -- small pieces ---------------------------------------------------------------------------------
-def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA when available, else CPU. ``cuda`` without a GPU is an error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-        return torch.device("cuda", local_rank)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-
-
 class ModelEMA:
     """Exponential moving average of a model's floating-point state (parameters and buffers).
 
@@ -142,17 +128,13 @@ def _float32_islands(model: nn.Module, device_type: str) -> list:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    from ..hub import atomic_write_bytes
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def _atomic_text(path: Path, text: str) -> None:
-    from ..hub import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
+    atomic_write_text(path, text)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -280,7 +262,6 @@ def write_plot(history: list[dict[str, Any]], path: Path, title: str = "") -> No
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
-    from ..hub import atomic_write_bytes
 
     atomic_write_bytes(path, buf.getvalue())
 
