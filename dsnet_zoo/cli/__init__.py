@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "list_cmd",
     "info_cmd",
     "publish_cmd",
+    "port_paper_cmd",
 ]
 
 

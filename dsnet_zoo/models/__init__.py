@@ -3,3 +3,4 @@ from ._base import ZooClassifier
 from ._builder import build_model
 
 __all__ = ["ZooClassifier", "build_model"]
+from . import lipnet_paper  # noqa: F401
