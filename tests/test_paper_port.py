@@ -76,9 +76,9 @@ def ported(paper_dir, tmp_path_factory):
 
 
 def _accuracy(model, x, y, batch=512) -> float:
-    with torch.no_grad():
-        pred = torch.cat([model(x[i:i + batch]).argmax(1) for i in range(0, len(x), batch)])
-    return float((pred == y).float().mean())
+    from dsnet_zoo.evaluation.paper_protocol import clean_outcomes
+
+    return float(clean_outcomes(model, x, y, batch_size=batch).float().mean())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -285,10 +285,10 @@ def test_registered_paper_numbers_equal_the_authors_files(paper_dir):
 
 def test_strict_loading_of_all_nine(loaded, paper_dir):
     assert len(loaded) == 9
-    for name, model in loaded.items():
-        arch = name.split(".")[0]
-        n_params = sum(p.numel() for p in model.parameters())
-        assert n_params == dsnet_zoo.model_info(name)["pretrained"][name.split(".")[1]]["num_params"]
+    for c in paper_checkpoints():
+        model = loaded[c.name]
+        assert isinstance(model, LipNetPaper) and model.variant == c.variant
+        assert sum(p.numel() for p in model.parameters()) == c.cfg.num_params
     # a state dict that lacks a tensor or has one of the wrong shape is refused
     c = paper_checkpoints("lipnet_paper_ne_cifar10.margin_0_07")[0]
     sd = map_paper_state_dict(torch.load(paper_dir / c.filename, map_location="cpu", weights_only=True))

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PAPER_EPS", "paper_pgd_outcomes", "paper_pgd_accuracy"]
+__all__ = ["PAPER_EPS", "clean_outcomes", "paper_pgd_outcomes", "paper_pgd_accuracy"]
 
 PAPER_EPS = (0.0, 8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
 
@@ -38,6 +38,32 @@ def _foolbox():
     if major != 3:
         raise ImportError(f"the paper's PGD protocol needs Foolbox 3.x, found {foolbox.__version__}")
     return foolbox
+
+
+def clean_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 512,
+                   device: str | torch.device = "cpu", channels_last: bool | None = None) -> torch.Tensor:
+    """Per-example clean correctness (BoolTensor [N]): ``argmax model(x) == y``, in eval mode.
+
+    ``channels_last`` (default: on for CPU) only changes the memory layout, for speed; the model is
+    returned to the contiguous layout afterwards.
+    """
+    if x.dim() != 4 or y.dim() != 1 or y.shape[0] != x.shape[0]:
+        raise ValueError(f"expected x [N, C, H, W] and y [N], got {tuple(x.shape)} and {tuple(y.shape)}")
+    device = torch.device(device)
+    if channels_last is None:
+        channels_last = device.type == "cpu"
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    model = model.eval().to(device)
+    outs = []
+    try:
+        model.to(memory_format=layout)
+        with torch.inference_mode():
+            for i in range(0, x.shape[0], batch_size):
+                xb = x[i:i + batch_size].to(device).contiguous(memory_format=layout)
+                outs.append((model(xb).argmax(1).cpu() == y[i:i + batch_size].cpu()))
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+    return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.bool)
 
 
 def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list=PAPER_EPS, *,
