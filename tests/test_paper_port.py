@@ -381,3 +381,43 @@ def test_paper_pgd_reproduces_the_authors(name, loaded, cifar10_real):
     acc = paper_pgd_accuracy(loaded[name], x, y, eps, seed=0)
     for e in eps:
         assert abs(acc[e] - paper[e]) <= 0.025, f"{name} eps={e:.4f}: {acc[e]:.4f} vs the authors' {paper[e]:.4f}"
+
+
+# ------------------------------------------------------------------------------------------------
+# the command
+
+
+def _cli(argv):
+    import argparse
+
+    from dsnet_zoo.cli import port_paper_cmd
+
+    parser = argparse.ArgumentParser()
+    port_paper_cmd.add_parser(parser.add_subparsers())
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def test_port_paper_command_refuses_a_folder_without_checkpoints(tmp_path):
+    with pytest.raises(WeightsError, match="holds none of the paper's checkpoints"):
+        _cli(["port-paper", "--src", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(WeightsError, match="does not exist"):
+        _cli(["port-paper", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+
+
+def test_port_paper_command(paper_dir, tmp_path, capsys):
+    name = "lipnet_paper_switch_prescribed_cifar10.margin_0_15"
+    assert _cli(["port-paper", "--src", str(paper_dir), "--out", str(tmp_path), "--only", name]) == 0
+    printed = capsys.readouterr().out
+    cfg = paper_checkpoints(name)[0].cfg
+    assert cfg.sha256 in printed and "ok" in printed
+    folder = tmp_path / cfg.hf_hub_id
+    assert sha256_file(folder / "model.safetensors") == cfg.sha256
+    import json
+
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == cfg.architecture and config["num_features"] == 2048
+    assert config["pretrained_cfg"]["source"] == "paper-authors"
+    assert config["model_args"]["norm_std"] == list(lp.EVAL_STD_PRESCRIBED)
+    with pytest.raises(ValueError, match="no paper checkpoint matches"):
+        _cli(["port-paper", "--src", str(paper_dir), "--out", str(tmp_path), "--only", "resnet*"])
