@@ -170,8 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         entry["clean"] = {"accuracy": float(ok.float().mean()), "n": len(y),
                           "diff_points": 100 * (float(ok.float().mean()) - paper[0]), **meta}
     clean_s = time.perf_counter() - t0
-    results.setdefault("timing", {})["clean_s"] = {"checkpoints": len(ckpts), "seconds": round(clean_s, 2),
-                                                   "n_images": len(y), **meta}
+    # the requirement is about all nine; a partial run records its time apart so it does not replace that
+    key = "clean_all_nine" if len(ckpts) == 9 and len(y) == 1017 else "clean_last_partial_run"
+    results.setdefault("timing", {})[key] = {"checkpoints": len(ckpts), "seconds": round(clean_s, 2),
+                                             "n_images": len(y), **meta}
+    results["timing"].pop("clean_s", None)
 
     # 2. certificates
     if not args.no_cert:
