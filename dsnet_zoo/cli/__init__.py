@@ -15,6 +15,7 @@ COMMAND_MODULES = [
     "verify_cmd",
     "train_cmd",
     "eval_cmd",
+    "port_paper_cmd",
 ]
 
 

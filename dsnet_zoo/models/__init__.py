@@ -8,3 +8,4 @@ from . import vpnet  # noqa: F401
 from . import massnet_weights  # noqa: F401  (registers the zoo's massnet_sir weights)
 
 __all__ = ["ZooClassifier", "build_model"]
+from . import lipnet_paper  # noqa: F401
