@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from dsnet_zoo.layers.lipschitz import operator_norm_bound
 import torch.nn.functional as F
 
 import dsnet_zoo
@@ -173,14 +175,15 @@ def test_conv_norm_upper_bound_dominates_exact_norm(shape, n):
         exact = float(torch.linalg.matrix_norm(_full_conv_matrix(w, n), ord=2))
         bound = conv_norm_upper_bound(w, n)
         assert bound >= exact * (1 - 1e-12)
-        # the only slack is the circulant embedding on (n + k//2): Gram iteration itself is tight
-        m = n + shape[-1] // 2
+        # the only slack is the circulant embedding on n + k - 1 (the grid dsnet_zoo.layers.lipschitz
+        # uses): Gram iteration itself is tight
+        m = n + shape[-1] - 1
         circ = float(torch.linalg.matrix_norm(_full_circular_matrix(w, m), ord=2))
         assert circ * (1 - 1e-12) <= bound <= circ * 1.01
 
 
 def test_circulant_of_the_input_size_is_not_a_bound():
-    # Why the circulant is taken on (n + k//2): on n itself the wrapped taps mix real pixels and the
+    # Why the circulant is taken on a larger grid: on n itself the wrapped taps mix real pixels and the
     # "bound" can undercut the zero-padded norm. The property fails for some kernels; ours never does.
     g = torch.Generator().manual_seed(0)
     undercut = 0
@@ -188,7 +191,7 @@ def test_circulant_of_the_input_size_is_not_a_bound():
         w = torch.randn(1, 1, 3, 3, generator=g, dtype=torch.float64)
         exact = float(torch.linalg.matrix_norm(_full_conv_matrix(w, 5), ord=2))
         assert conv_norm_upper_bound(w, 5) >= exact * (1 - 1e-12)
-        undercut += lp._circular_conv_norm_bound(w, (5, 5), 20) < exact * (1 - 1e-6)
+        undercut += operator_norm_bound(w, 5, padding_mode="circular", method="gram") < exact * (1 - 1e-6)
     assert undercut > 0
 
 

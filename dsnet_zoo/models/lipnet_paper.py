@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hub import WeightsCfg
+from ..layers.lipschitz import operator_norm_bound
 from ..layers.functional import conv_op, gradient_step
 from ..registry import register_model
 from ._base import ZooClassifier
@@ -75,101 +76,26 @@ _SLOPE = 0.5
 
 
 # ------------------------------------------------------------------------------------------------
-# certified operator norms (self-contained for now; to be switched to dsnet_zoo.layers.lipschitz
-# once that lands, if it gives the same provable bound)
+# certified operator norms: the zoo's own (dsnet_zoo.layers.lipschitz), Gram iteration per frequency
 
 
-def _gram_iterate(g: torch.Tensor, log_scale: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``steps`` Gram steps ``G <- G^H G`` with Frobenius rescaling; ``exp(log_scale) * G`` is the
-    unscaled iterate."""
-    for _ in range(steps):
-        f = torch.linalg.matrix_norm(g, ord="fro").to(torch.float64)
-        f = torch.where(f > 0, f, torch.ones_like(f))
-        g = g / f[..., None, None].to(g.dtype)
-        log_scale = 2.0 * (log_scale + torch.log(f))
-        g = g.transpose(-2, -1).conj() @ g
-    return g, log_scale
-
-
-def _gram_bounds(g: torch.Tensor, log_scale: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(upper, lower) bounds of sigma_1(M) from the t-th iterate: ``sigma_1^(2^t) = sigma_1(G_t)`` lies
-    in ``[||G_t||_F / sqrt(rank), ||G_t||_F]``."""
-    f = torch.linalg.matrix_norm(g, ord="fro").to(torch.float64)
-    zero = f <= 0
-    log_f = torch.log(torch.where(zero, torch.ones_like(f), f)) + log_scale
-    upper = torch.where(zero, torch.zeros_like(f), torch.exp(log_f / 2 ** t))
-    lower = torch.where(zero, torch.zeros_like(f),
-                        torch.exp((log_f - 0.5 * math.log(g.shape[-1])) / 2 ** t))
-    return upper, lower
-
-
-def _gram_sigma_max_bound(mats: torch.Tensor, n_iter: int, screen_iter: int = 4) -> torch.Tensor:
-    """Upper bound of ``max_b sigma_1(mats[b])`` over a batch of matrices [B, m, n] (or one [m, n]).
-
-    Gram iteration: with ``G_0 = M`` and ``G_{t+1} = G_t^H G_t``, ``sigma_1(M)^(2^t) = sigma_1(G_t) <=
-    ||G_t||_F`` for every t, so ``||G_t||_F^(1/2^t)`` is an upper bound (up to floating-point rounding)
-    that tends to sigma_1 as t grows (within a factor ``rank^(1/2^(t+1))``). Iterates are rescaled by
-    their Frobenius norm (tracked in log space) so nothing overflows. Screening: after ``screen_iter``
-    steps, a matrix whose upper bound is below the largest *lower* bound cannot hold the max, so only
-    the others are iterated further; the result is still an upper bound of the max.
-    """
-    g = mats if mats.dim() > 2 else mats.unsqueeze(0)
-    g = g.reshape(-1, *g.shape[-2:])
-    if g.shape[-2] < g.shape[-1]:  # the Gram of the smaller side is cheaper and has the same sigma_1
-        g = g.transpose(-2, -1).conj()
-    log_scale = torch.zeros(g.shape[0], dtype=torch.float64, device=g.device)
-    t0 = min(screen_iter, n_iter)
-    g, log_scale = _gram_iterate(g, log_scale, t0)
-    if t0 < n_iter:
-        upper, lower = _gram_bounds(g, log_scale, t0)
-        keep = upper >= lower.max()
-        g, log_scale = _gram_iterate(g[keep], log_scale[keep], n_iter - t0)
-    upper, _ = _gram_bounds(g, log_scale, n_iter)
-    return upper.max()
-
-
-def _circular_conv_norm_bound(weight: torch.Tensor, size: tuple[int, int], n_iter: int) -> float:
-    """Upper bound of the operator norm of the *circular* convolution with ``weight`` on ``size``:
-    the max over frequencies of sigma_1 of the kernel's Fourier transform, each bounded by Gram
-    iteration."""
-    w = weight.detach().to(torch.float64)
-    c_out, c_in, kh, kw = w.shape
-    n1, n2 = size
-    if n1 < kh or n2 < kw:
-        raise ValueError(f"circulant size {size} is smaller than the kernel {kh}x{kw}")
-    # The circulant's blocks are diagonalised by the 2-D DFT: its singular values are those of the
-    # c_out x c_in matrices K^(w) (the DFT of the kernel, up to a flip and a phase, which change neither
-    # the set of matrices up to conjugation nor their singular values). A real kernel has
-    # K^(-w) = conj(K^(w)), so half the spectrum (rfft2) holds every distinct singular value.
-    padded = torch.zeros(c_out, c_in, n1, n2, dtype=torch.float64, device=w.device)
-    padded[:, :, :kh, :kw] = w
-    spec = torch.fft.rfft2(padded).permute(2, 3, 0, 1)  # [n1, n2 // 2 + 1, c_out, c_in]
-    return float(_gram_sigma_max_bound(spec, n_iter))
-
-
-def conv_norm_upper_bound(weight: torch.Tensor, input_hw: tuple[int, int] | int, *, n_iter: int = 12) -> float:
-    """Certified upper bound of ``||conv||_2`` for a stride-1 convolution with zero 'same' padding.
-
-    Guarantee: for ``y = F.conv2d(x, weight, padding=k // 2)`` on inputs of spatial size ``input_hw``,
-    ``||y||_2 <= bound * ||x||_2`` for every x (bias excluded), up to float64 rounding (relative
-    ~1e-12, below the 1e-9 safety factor applied). Why: zero padding makes the convolution a
-    restriction of the circular convolution on ``(H + p, W + p)`` with ``p = k // 2`` (the wrapped
-    taps land in the zero border), and a restriction does not increase the norm; the circular
-    convolution's norm is the max over frequencies of sigma_1 of the Fourier-transformed kernel, each
-    bounded by Gram iteration (Delattre et al., ICML 2023). The bound is at most
-    ``min(c_in, c_out)^(1 / 2^(n_iter+1))`` times that circular norm (1.0006 for 128 channels).
-    """
+def conv_norm_upper_bound(weight: torch.Tensor, input_hw: tuple[int, int] | int) -> float:
+    """Certified upper bound of ``||conv||_2`` for a stride-1 convolution with zero 'same' padding on
+    square ``input_hw`` inputs (bias excluded): the zero-padded convolution is a restriction of a
+    circular one on a grid large enough that no tap wraps onto a non-zero value, whose norm is the
+    max over frequencies of sigma_1 of the transformed kernel, each bounded by Gram iteration
+    (see :func:`dsnet_zoo.layers.lipschitz.singular_value_bounds`)."""
     if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2] or weight.shape[-1] % 2 != 1:
         raise ValueError(f"expected a square odd-sized conv kernel [C_out, C_in, k, k], got {tuple(weight.shape)}")
     h, w = (input_hw, input_hw) if isinstance(input_hw, int) else tuple(input_hw)
-    p = weight.shape[-1] // 2
-    size = (max(h + p, weight.shape[-2]), max(w + p, weight.shape[-1]))
-    return _circular_conv_norm_bound(weight, size, n_iter) * (1.0 + 1e-9)
+    if h != w:
+        raise ValueError(f"the certified conv bound is for square inputs, got {h}x{w}")
+    return operator_norm_bound(weight.detach(), h, padding_mode="zeros", method="gram")
 
 
-def dense_norm_upper_bound(weight: torch.Tensor, *, n_iter: int = 12) -> float:
-    """Certified upper bound of ``||W||_2`` (Gram iteration in float64, with the same safety factor)."""
-    return float(_gram_sigma_max_bound(weight.detach().to(torch.float64), n_iter)) * (1.0 + 1e-9)
+def dense_norm_upper_bound(weight: torch.Tensor) -> float:
+    """Certified upper bound of ``||W||_2`` (Gram iteration in float64)."""
+    return operator_norm_bound(weight.detach(), None, method="gram")
 
 
 # ------------------------------------------------------------------------------------------------
