@@ -1,7 +1,6 @@
 """The runner: outcomes, resumption, atomic files, AutoAttack and paper-pgd on a tiny model, the metric registry."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 
@@ -227,8 +226,6 @@ def test_understated_bound_is_caught_by_the_attack_cross_check(tmp_path):
     assert not (tmp_path / "liar.json").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("dsnet_zoo.evaluation.paper_protocol") is None,
-                    reason="dsnet_zoo.evaluation.paper_protocol (the paper port's protocol) is not in this tree")
 def test_paper_pgd_on_a_tiny_model(tmp_path):
     m, data = _model_and_data(n=6, seed=4)
     res = _run(m, data, tmp_path, metrics=["certified", "paper-pgd"], batch_size=6)
@@ -236,14 +233,6 @@ def test_paper_pgd_on_a_tiny_model(tmp_path):
     assert len(rec["accuracy"]) == 8 and rec["foolbox"]
     assert all(v <= res["metrics"]["clean"]["accuracy"] for v in rec["accuracy"].values())
     assert res["cross_checks"]["passed"]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("dsnet_zoo.evaluation.paper_protocol") is not None,
-                    reason="paper_protocol is present: the metric runs instead")
-def test_paper_pgd_without_its_protocol_module_says_so(tmp_path):
-    m, data = _model_and_data(n=6)
-    with pytest.raises(RuntimeError, match="paper_protocol"):
-        _run(m, data, tmp_path, metrics=["paper-pgd"])
 
 
 def test_bad_arguments_are_refused(tmp_path):

@@ -225,13 +225,13 @@ class PaperPGDMetric(Metric):
         return [Column(f"paper-pgd/L2/{format_eps(e)}", "robust", norm="L2", eps=e) for e in ctx.paper_eps]
 
     def setup(self, ctx):
+        from . import paper_protocol
+
         try:
-            from . import paper_protocol
+            import foolbox
         except ImportError as e:
-            raise RuntimeError("metric 'paper-pgd' needs dsnet_zoo.evaluation.paper_protocol "
-                               f"(the paper port), which is not importable here: {e}") from e
+            raise RuntimeError("metric 'paper-pgd' needs Foolbox: pip install 'dsnet_zoo[eval]'") from e
         self.protocol = paper_protocol
-        import foolbox
 
         return {"attack": "foolbox.attacks.L2PGD(steps=10), defaults", "foolbox": foolbox.__version__,
                 "eps": [format_eps(e) for e in ctx.paper_eps], "seed": ctx.seed}
