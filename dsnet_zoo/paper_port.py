@@ -23,6 +23,7 @@ from typing import Any, Iterable
 
 import torch
 
+from .utils import _umask
 from .hub import WeightsCfg, WeightsError, load_into_model, sha256_file
 from .models import lipnet_paper as lp
 from .registry import get_pretrained_cfg
@@ -204,6 +205,7 @@ def write_repo_folder(model, cfg: WeightsCfg, out_dir: str | os.PathLike, *, car
                       "origin": cfg.origin, "weights_sha256": cfg.sha256, **(provenance or {})},
     }
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the repo folder should be readable like any other
     try:
         (tmp / cfg.filename).write_bytes(blob)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
