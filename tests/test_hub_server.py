@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-huggingface_hub = pytest.importorskip("huggingface_hub")
+import huggingface_hub
 from huggingface_hub import HfApi, hf_hub_download, snapshot_download  # noqa: E402
 from huggingface_hub.errors import (EntryNotFoundError, LocalEntryNotFoundError,  # noqa: E402
                                     RepositoryNotFoundError, RevisionNotFoundError)

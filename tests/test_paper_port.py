@@ -18,6 +18,7 @@ from dsnet_zoo.layers.lipschitz import operator_norm_bound
 import torch.nn.functional as F
 
 import dsnet_zoo
+from conftest import env_path
 from dsnet_zoo.hub import ChecksumError, WeightsError, sha256_file
 from dsnet_zoo.models import lipnet_paper as lp
 from dsnet_zoo.models.lipnet_paper import (LipNetPaper, PaperBlock, conv_norm_upper_bound,
@@ -37,11 +38,8 @@ PGD_CHECKPOINTS = ("lipnet_paper_ne_cifar10.margin_0_07", "lipnet_paper_switch_p
 
 
 def _env_dir(var: str) -> Path:
-    value = os.environ.get(var)
-    if not value:
-        pytest.skip(f"{var} is not set")
-    path = Path(value)
-    assert path.is_dir(), f"{var}={value} is set but is not a folder"
+    path = env_path(var)  # skips when unset, fails when set to a missing folder
+    assert path.is_dir(), f"{var}={path} is set but is not a folder"
     return path
 
 
@@ -376,7 +374,7 @@ def test_prescribed_needs_the_authors_evaluation_std(paper_dir, cifar10_real):
 def test_paper_pgd_reproduces_the_authors(name, loaded, cifar10_real):
     from dsnet_zoo.evaluation.paper_protocol import paper_pgd_accuracy
 
-    pytest.importorskip("foolbox")
+    import foolbox  # noqa: F401  (the eval extra; part of dev)
     x, y = cifar10_real
     c = paper_checkpoints(name)[0]
     paper = dict(zip(lp.PAPER_EPS_GRID, c.paper_robust_accuracy()))

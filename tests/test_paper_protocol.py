@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-foolbox = pytest.importorskip("foolbox")
+import foolbox
 
 from dsnet_zoo.evaluation.paper_protocol import (PAPER_EPS, clean_outcomes, paper_pgd_accuracy,  # noqa: E402
                                                  paper_pgd_outcomes)
