@@ -22,42 +22,15 @@ is also exactly invertible by running the shears backwards (:meth:`HamiltonianBl
 """
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ._common import _check_state, _init_weight, _step_param, resolve_activation
 from .functional import conv_adjoint, conv_op
 
 __all__ = ["HamiltonianBlock", "resolve_activation"]
-
-_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "tanh": torch.tanh,
-    "relu": F.relu,
-    "silu": F.silu,
-    "gelu": F.gelu,
-    "softplus": F.softplus,
-    "sigmoid": torch.sigmoid,
-    "identity": lambda t: t,
-}
-
-
-def resolve_activation(act: str | Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """An elementwise activation by name (``tanh, relu, silu, gelu, softplus, sigmoid, identity``)
-    or a callable, returned unchanged."""
-    if callable(act):
-        return act
-    if act not in _ACTIVATIONS:
-        raise ValueError(f"unknown activation {act!r}; use one of {sorted(_ACTIVATIONS)} or pass a callable")
-    return _ACTIVATIONS[act]
-
-
-def _init_weight(shape: tuple[int, ...]) -> nn.Parameter:
-    fan_in = math.prod(shape[1:])
-    return nn.Parameter(torch.randn(shape) / math.sqrt(fan_in))
-
 
 class HamiltonianBlock(nn.Module):
     """One symplectic-Euler step of a separable Hamiltonian on a ``(q, p)`` state (see module doc).
@@ -94,19 +67,11 @@ class HamiltonianBlock(nn.Module):
         self.weight_q = _init_weight(shape)  # C: the potential part, drives p
         self.bias_p = nn.Parameter(torch.zeros(hidden)) if bias else None
         self.bias_q = nn.Parameter(torch.zeros(hidden)) if bias else None
-        step_t = torch.tensor(float(step))
-        if learn_step:
-            self.step = nn.Parameter(step_t)
-        else:
-            self.register_buffer("step", step_t)
+        _step_param(step, learn_step, self)
         self.act = resolve_activation(act)
 
     def _check(self, x: torch.Tensor) -> None:
-        want = 2 if self.dense else 4
-        if x.dim() != want or x.shape[1] != self.channels:
-            form = "(N, C)" if self.dense else "(N, C, H, W)"
-            raise ValueError(f"HamiltonianBlock expects a {form} state with C={self.channels}, got shape "
-                             f"{tuple(x.shape)}")
+        _check_state(self, x)
 
     def grad_p(self, p: torch.Tensor) -> torch.Tensor:
         """``dH/dp = B^T sigma(B p + b)`` in closed form."""

@@ -25,18 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import conv_op
-from .hamiltonian import _init_weight, resolve_activation
+from ._common import _init_weight, _step_param, resolve_activation
 
 __all__ = ["MassPreservingBlock", "MassPreservingConvBlock", "SumPreservingLinear", "SumPreservingLift",
            "SumPreservingProjection"]
 
-
-def _step_param(step: float, learn_step: bool, module: nn.Module) -> None:
-    step_t = torch.tensor(float(step))
-    if learn_step:
-        module.step = nn.Parameter(step_t)
-    else:
-        module.register_buffer("step", step_t)
 
 
 class MassPreservingBlock(nn.Module):

@@ -24,8 +24,7 @@ import torch
 from torch import nn
 
 from .functional import conv_op
-from .hamiltonian import _init_weight, resolve_activation
-from .mass import _step_param
+from ._common import _init_weight, _step_param, resolve_activation
 
 __all__ = ["SphereBlock", "SphereConvBlock"]
 

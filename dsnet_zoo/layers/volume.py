@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .functional import conv_op
-from .hamiltonian import _init_weight, resolve_activation
+from ._common import _check_state, _init_weight, _step_param, resolve_activation
 
 __all__ = ["VolumePreservingBlock"]
 
@@ -55,19 +55,11 @@ class VolumePreservingBlock(nn.Module):
         self.weight_x = _init_weight(shape)  # B: reads x, updates v
         self.bias_v = nn.Parameter(torch.zeros(m)) if bias else None
         self.bias_x = nn.Parameter(torch.zeros(m)) if bias else None
-        step_t = torch.tensor(float(step))
-        if learn_step:
-            self.step = nn.Parameter(step_t)
-        else:
-            self.register_buffer("step", step_t)
+        _step_param(step, learn_step, self)
         self.act = resolve_activation(act)
 
-    def _check(self, z: torch.Tensor) -> None:
-        want = 2 if self.dense else 4
-        if z.dim() != want or z.shape[1] != self.channels:
-            form = "(N, C)" if self.dense else "(N, C, H, W)"
-            raise ValueError(f"VolumePreservingBlock expects a {form} state with C={self.channels}, got shape "
-                             f"{tuple(z.shape)}")
+    def _check(self, x: torch.Tensor) -> None:
+        _check_state(self, x)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         self._check(z)
