@@ -1,25 +1,44 @@
-"""Evaluation datasets by name, as uint8 images that the harness turns into ``[0, 1]`` floats.
+"""Datasets by name, as uint8 images that the harness turns into ``[0, 1]`` floats.
 
 Names (``load_dataset(name, split=...)``):
 
-- ``cifar10``, ``cifar100``: the official splits through torchvision, read from ``<root>/cifar-10-batches-py``
-  (``cifar-100-python``); downloaded into ``root`` when ``download=True`` and the machine is online.
-- ``cifar10-real``: the first 1,017 official CIFAR-10 test images, byte-exact (``cifar10_test_real.npz``).
+- ``cifar10-full``: the real CIFAR-10 train and test splits, byte-exact pixels, in official order:
+  49,904 of the 50,000 train and 9,977 of the 10,000 test images (the 119 others could not be
+  recovered), from ``cifar10_real_webp.npz``. ``indices`` are the official indices.
+- ``cifar100-full``: all of the real CIFAR-100 train (50,000) and test (10,000) images, byte-exact,
+  fine labels, from ``cifar100_real_webp.npz``. Rows are rank-major (the r-th image of class 0, 1, ...,
+  99, then rank r + 1), so every prefix of ``100 k`` rows holds ``k`` images of each class; ``indices``
+  are official indices where known (the first 486 train / 916 test images), ``-1`` elsewhere.
+- ``cifar10-real``: the first 1,017 official CIFAR-10 test images, byte-exact (``cifar10_test_real.npz``;
+  the same rows as the first 1,017 of ``cifar10-full`` test): the paper's evaluation set.
 - ``cifar100-real``: the first 916 official CIFAR-100 test images (``cifar100_test_real.npz``) and, as
   ``split='train'``, the first 486 train images (``cifar100_train_real.npz``).
-- ``cifar10-jpeg75``: all of CIFAR-10 (train 50,000 / test 10,000), each image re-encoded once as JPEG
-  quality 75 (``cifar10_jpeg75.npz``): lossy, label results on it as such.
+- ``cifar10``, ``cifar100``: the official splits through torchvision, read from ``<root>/cifar-10-batches-py``
+  (``cifar-100-python``); downloaded into ``root`` when ``download=True`` and the machine is online.
 
-The root is ``data_dir``, else ``$DSNET_ZOO_DATA``, else ``~/.cache/dsnet_zoo/data`` (``$XDG_CACHE_HOME``).
-The offline packs are checked against their published md5 before use. A missing or corrupt file raises
-:class:`DataError` naming the file and what to download or where to point; there is never a silent
-fallback to another set.
+The root is ``data_dir``, else ``$DSNET_ZOO_DATA``, else ``~/.cache/dsnet_zoo/data`` (``$XDG_CACHE_HOME``);
+it is only read, never written. The offline packs are checked against their published md5 before use.
+A missing or corrupt file raises :class:`DataError` naming the file and what to do; there is never a
+silent fallback to another set.
+
+The full packs store each image as lossless WebP; decoding one takes 10-30 s, so the decoded uint8
+array of the whole pack is cached once in :func:`decoded_cache_dir` (``$DSNET_ZOO_CACHE``, else
+``~/.cache/dsnet_zoo/decoded``), in a file named by the pack's md5 and holding the sha256 of its own
+content: a stale cache (another md5) is never read, a corrupt or truncated one is rebuilt with a
+logged warning.
+
+``EvalData.info['description']`` names the exact set, e.g. "CIFAR-10 test, 9,977 of 10,000 images (exact
+pixels)" or, for ``n=1000``, "CIFAR-10 test, first 1,000 of 10,000 images (official indices 0-999, exact
+pixels)"; results, cards and the leaderboard quote it.
 """
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +46,15 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["DataError", "EvalData", "DATASETS", "DATA_ENV", "data_root", "load_dataset", "list_datasets"]
+from .utils import atomic_writer
+
+__all__ = ["DataError", "EvalData", "DATASETS", "DATA_ENV", "CACHE_ENV", "data_root", "decoded_cache_dir",
+           "describe_set", "load_dataset", "list_datasets"]
 
 DATA_ENV = "DSNET_ZOO_DATA"
+CACHE_ENV = "DSNET_ZOO_CACHE"
+
+logger = logging.getLogger(__name__)
 
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
@@ -42,46 +67,94 @@ class DataError(FileNotFoundError):
 class _PackFile:
     filename: str
     md5: str
-    images: int
+    images: int  # images of this split in the file
+    webp: bool = False  # a lossless-WebP pack of both splits (decoded once, cached), else plain x/y/idx arrays
 
 
 @dataclass(frozen=True)
 class _DatasetSpec:
     name: str
     num_classes: int
-    description: str
+    description: str  # one line for listings; EvalData.info['description'] names the exact set
     splits: tuple[str, ...]
     packs: dict[str, _PackFile] = field(default_factory=dict)  # offline packs, by split
     torchvision: str | None = None  # "CIFAR10" / "CIFAR100"
+    title: str = ""  # "CIFAR-10", "CIFAR-100"
+    pixels: str = "exact pixels"  # how the pixels relate to the official files
+    rank_major: bool = False  # rows ordered by rank within class (class-balanced prefixes)
 
+
+_OFFICIAL_SIZE = {"train": 50000, "test": 10000}  # CIFAR-10 and CIFAR-100 alike
+
+_C10_WEBP = ("cifar10_real_webp.npz", "113d7e226591225e3be60f59ec894497")
+_C100_WEBP = ("cifar100_real_webp.npz", "18d5d80315e1a72ad09da7e73435fce1")
 
 DATASETS: dict[str, _DatasetSpec] = {
-    "cifar10": _DatasetSpec("cifar10", 10, "CIFAR-10, official split (torchvision)", ("test", "train"),
-                            torchvision="CIFAR10"),
-    "cifar100": _DatasetSpec("cifar100", 100, "CIFAR-100, official split (torchvision)", ("test", "train"),
-                             torchvision="CIFAR100"),
+    "cifar10-full": _DatasetSpec(
+        "cifar10-full", 10, "CIFAR-10, real train (49,904 of 50,000) and test (9,977 of 10,000) images, exact pixels",
+        ("test", "train"), title="CIFAR-10",
+        packs={"test": _PackFile(*_C10_WEBP, 9977, webp=True), "train": _PackFile(*_C10_WEBP, 49904, webp=True)}),
+    "cifar100-full": _DatasetSpec(
+        "cifar100-full", 100, "CIFAR-100, all real train (50,000) and test (10,000) images, exact pixels, "
+        "rank-major order", ("test", "train"), title="CIFAR-100", rank_major=True,
+        packs={"test": _PackFile(*_C100_WEBP, 10000, webp=True), "train": _PackFile(*_C100_WEBP, 50000, webp=True)}),
     "cifar10-real": _DatasetSpec(
-        "cifar10-real", 10, "CIFAR-10 test, first 1,017 images, exact pixels", ("test",),
+        "cifar10-real", 10, "CIFAR-10 test, first 1,017 images, exact pixels", ("test",), title="CIFAR-10",
         packs={"test": _PackFile("cifar10_test_real.npz", "74a8af4985e2dc5b7a4e91d6a26c6a6a", 1017)}),
     "cifar100-real": _DatasetSpec(
         "cifar100-real", 100, "CIFAR-100, first 916 test (486 train) images, exact pixels", ("test", "train"),
+        title="CIFAR-100",
         packs={"test": _PackFile("cifar100_test_real.npz", "024a34848ed766a1ae1d429d15929494", 916),
                "train": _PackFile("cifar100_train_real.npz", "8d13eb4d96a5640753189fcd673d15c4", 486)}),
-    "cifar10-jpeg75": _DatasetSpec(
-        "cifar10-jpeg75", 10, "CIFAR-10 re-encoded as JPEG quality 75 (lossy)", ("test", "train"),
-        packs={"test": _PackFile("cifar10_jpeg75.npz", "7b811410d56aab3a8e6773dc2f0314b2", 60000),
-               "train": _PackFile("cifar10_jpeg75.npz", "7b811410d56aab3a8e6773dc2f0314b2", 60000)}),
+    "cifar10": _DatasetSpec("cifar10", 10, "CIFAR-10, official split (torchvision)", ("test", "train"),
+                            torchvision="CIFAR10", title="CIFAR-10", pixels="official files via torchvision"),
+    "cifar100": _DatasetSpec("cifar100", 100, "CIFAR-100, official split (torchvision)", ("test", "train"),
+                             torchvision="CIFAR100", title="CIFAR-100", pixels="official files via torchvision"),
 }
 
 _TV_FOLDERS = {"CIFAR10": ("cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
                "CIFAR100": ("cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz")}
 
 
+def describe_set(name: str, split: str, indices: np.ndarray | torch.Tensor, available: int) -> str:
+    """A human description of exactly which images these are: the first ``len(indices)`` of the
+    ``available`` rows of ``name``'s ``split`` (``indices``: their official indices, ``-1`` = unknown).
+
+    For example "CIFAR-10 test, 9,977 of 10,000 images (exact pixels)" (all of ``cifar10-full`` test),
+    "CIFAR-10 test, first 1,000 of 10,000 images (official indices 0-999, exact pixels)" (``n=1000``),
+    "CIFAR-100 test, ranks 0-9 of each class (1,000 of 10,000 images, exact pixels)".
+    """
+    spec = DATASETS[name]
+    idx = np.asarray(indices, dtype=np.int64)
+    n, total = len(idx), _OFFICIAL_SIZE[split]
+    head, px = f"{spec.title} {split}", spec.pixels
+    if n == total:
+        return f"{head}, all {total:,} images ({px})"
+    if spec.rank_major:
+        k, r = divmod(n, spec.num_classes)
+        if r == 0:
+            ranks = "rank 0" if k == 1 else f"ranks 0-{k - 1}"
+            return f"{head}, {ranks} of each class ({n:,} of {total:,} images, {px})"
+        part = f"rank {k} of classes 0-{r - 1}" if r > 1 else f"rank {k} of class 0"
+        if k:
+            part = ("rank 0" if k == 1 else f"ranks 0-{k - 1}") + f" of each class and {part}"
+        return f"{head}, first {n:,} of {total:,} images in rank-major order ({part}; {px})"
+    if n and np.array_equal(idx, np.arange(n)):
+        return f"{head}, first {n:,} of {total:,} images (official indices 0-{n - 1}, {px})"
+    if n == available:
+        return f"{head}, {n:,} of {total:,} images ({px})"
+    lo, hi = int(idx.min()), int(idx.max())
+    gaps = hi - lo + 1 - n
+    where = f"official indices {lo}-{hi}" + (f" less {gaps} missing" if gaps > 0 else "")
+    return f"{head}, first {n:,} of the {available:,} available images ({where}, {px})"
+
+
 @dataclass
 class EvalData:
     """Images ``x`` (uint8, N x 3 x 32 x 32, RGB) and labels ``y`` (int64), plus provenance.
 
-    ``indices`` are the images' positions in the official split. ``float_batch`` gives the model input:
+    ``indices`` are the images' positions in the official split (``-1`` where unknown). ``info`` holds
+    the provenance, with ``description`` naming the exact set. ``float_batch`` gives the model input:
     ``x / 255`` in ``[0, 1]``, contiguous (the upstream AutoAttack code calls ``.view`` on it)."""
 
     name: str
@@ -96,11 +169,16 @@ class EvalData:
         return int(self.y.shape[0])
 
     def subset(self, n: int) -> "EvalData":
-        """The first ``n`` examples."""
+        """The first ``n`` examples (the description says which)."""
         if not 0 < n <= len(self):
             raise DataError(f"{self.name} ({self.split}) has {len(self)} images, cannot take n={n}")
-        return EvalData(self.name, self.split, self.x[:n], self.y[:n], self.indices[:n], self.num_classes,
-                        dict(self.info, images=n))
+        info = dict(self.info, images=n)
+        if n < len(self):
+            if self.name in DATASETS and "available" in self.info:
+                info["description"] = describe_set(self.name, self.split, self.indices[:n], self.info["available"])
+            elif self.info.get("description"):
+                info["description"] = f"first {n:,} of: {self.info['description']}"
+        return EvalData(self.name, self.split, self.x[:n], self.y[:n], self.indices[:n], self.num_classes, info)
 
     def float_batch(self, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.x[start:stop].to(torch.float32).div_(255.0).contiguous()
@@ -122,6 +200,16 @@ def data_root(data_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache) / "dsnet_zoo" / "data"
 
 
+def decoded_cache_dir() -> Path:
+    """Where decoded packs are cached: ``$DSNET_ZOO_CACHE``, else ``~/.cache/dsnet_zoo/decoded``
+    (``$XDG_CACHE_HOME`` respected)."""
+    env = os.environ.get(CACHE_ENV, "").strip()
+    if env:
+        return Path(env).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(cache) / "dsnet_zoo" / "decoded"
+
+
 def _md5(path: Path) -> str:
     h = hashlib.md5()
     with open(path, "rb") as f:
@@ -135,7 +223,8 @@ def _where_hint(root: Path) -> str:
             "or copy the file there.")
 
 
-def _open_pack(spec: _DatasetSpec, split: str, root: Path, check_md5: bool) -> tuple[Any, Path, str]:
+def _check_pack(spec: _DatasetSpec, split: str, root: Path, check_md5: bool) -> tuple[Path, str]:
+    """The pack's path and md5, after checking that it exists and (``check_md5``) is the published file."""
     pack = spec.packs[split]
     path = root / pack.filename
     if not path.is_file():
@@ -148,30 +237,125 @@ def _open_pack(spec: _DatasetSpec, split: str, root: Path, check_md5: bool) -> t
         raise DataError(
             f"{path} is corrupt or not the published file: md5 {digest}, expected {pack.md5}. "
             f"Copy {pack.filename} again from the shared data folder; it was not used.")
+    return path, digest
+
+
+def _npz(path: Path) -> Any:
     try:
-        return np.load(path, allow_pickle=False), path, digest
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
-        raise DataError(f"{path} could not be read as .npz ({e}); copy {pack.filename} again.") from e
+        raise DataError(f"{path} could not be read as .npz ({e}); copy {path.name} again.") from e
+
+
+# -- decoded-pack cache -----------------------------------------------------------------------------
+_CACHE_MAGIC = b"dsnet_zoo.decoded/1\n"
+
+
+def _cache_path(pack_name: str, digest: str, cache_dir: Path) -> Path:
+    return cache_dir / f"{Path(pack_name).stem}-{digest}.u8"
+
+
+def _read_cache(path: Path, digest: str, count: int) -> tuple[np.ndarray | None, str | None]:
+    """``(images, None)`` from a valid cache file, ``(None, None)`` when there is none, or
+    ``(None, why)`` when it is there but unusable (truncated, corrupt, another pack)."""
+    try:
+        f = open(path, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    except OSError as e:
+        return None, f"cannot be opened ({e})"
+    with f:
+        if f.read(len(_CACHE_MAGIC)) != _CACHE_MAGIC:
+            return None, "does not start with the cache header"
+        try:
+            head = json.loads(f.readline(4096))
+            shape = tuple(int(v) for v in head["shape"])
+            want_sha, pack_md5 = str(head["sha256"]), str(head["pack_md5"])
+        except (ValueError, KeyError, TypeError) as e:
+            return None, f"has an unreadable header ({e})"
+        if pack_md5 != digest or shape != (count, 32, 32, 3):
+            return None, f"was made from another pack (md5 {pack_md5}, shape {shape})"
+        x = np.empty(shape, dtype=np.uint8)
+        got = f.readinto(memoryview(x).cast("B"))
+        if got != x.nbytes:
+            return None, f"holds {got:,} of the {x.nbytes:,} image bytes (truncated)"
+        if f.read(1):
+            return None, f"holds more than the {x.nbytes:,} image bytes (padded)"
+    if hashlib.sha256(memoryview(x).cast("B")).hexdigest() != want_sha:
+        return None, "fails its sha256 content check (corrupt)"
+    return x, None
+
+
+def _write_cache(path: Path, x: np.ndarray, pack_name: str, digest: str) -> None:
+    head = {"pack": pack_name, "pack_md5": digest, "shape": list(x.shape), "dtype": "uint8",
+            "layout": "N x H x W x C, RGB, every row of the pack in file order",
+            "sha256": hashlib.sha256(memoryview(x).cast("B")).hexdigest()}
+    with atomic_writer(path) as f:
+        f.write(_CACHE_MAGIC)
+        f.write(json.dumps(head).encode() + b"\n")
+        f.write(memoryview(x).cast("B"))
+
+
+def _decode_webp(data: Any, path: Path) -> np.ndarray:
+    from PIL import Image
+
+    offsets, blob = data["offsets"], data["webp"]
+    count = len(offsets) - 1
+    x = np.empty((count, 32, 32, 3), dtype=np.uint8)
+    for i in range(count):
+        try:
+            img = Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes()))
+            x[i] = np.asarray(img.convert("RGB"))
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: image {i} does not decode as a 32x32 WebP ({e}); copy {path.name} again.") from e
+    return x
+
+
+def _decoded_pack(data: Any, path: Path, digest: str) -> np.ndarray:
+    """The decoded uint8 images (N x 32 x 32 x 3) of every row of a WebP pack, from the cache when it
+    holds a valid copy, else decoded now and cached (atomically) for the next time."""
+    count = len(data["y"])
+    cache_dir = decoded_cache_dir()
+    cpath = _cache_path(path.name, digest, cache_dir)
+    x, why = _read_cache(cpath, digest, count)
+    if x is not None:
+        return x
+    if why is not None:
+        logger.warning("decoded cache %s %s: ignoring it, decoding %s again and rewriting the cache",
+                       cpath, why, path.name)
+    logger.info("decoding the %s WebP images of %s (once; cached in %s)", f"{count:,}", path.name, cache_dir)
+    t0 = time.perf_counter()
+    x = _decode_webp(data, path)
+    decode_s = time.perf_counter() - t0
+    try:
+        _write_cache(cpath, x, path.name, digest)
+    except OSError as e:
+        logger.warning("could not write the decoded cache %s (%s); %s will be decoded again next time "
+                       "(set %s to a writable folder)", cpath, e, path.name, CACHE_ENV)
+    logger.info("decoded %s in %.1f s", path.name, decode_s)
+    return x
 
 
 def _load_pack(spec: _DatasetSpec, split: str, root: Path, check_md5: bool):
-    data, path, digest = _open_pack(spec, split, root, check_md5)
-    with data:
-        if spec.name == "cifar10-jpeg75":
-            from PIL import Image
-
-            rows = np.nonzero(data["split"] == (1 if split == "test" else 0))[0]
-            offsets, blob = data["offsets"], data["jpeg"]
-            x = np.empty((len(rows), 32, 32, 3), dtype=np.uint8)
-            for k, i in enumerate(rows):
-                img = Image.open(io.BytesIO(blob[offsets[i]:offsets[i + 1]].tobytes())).convert("RGB")
-                x[k] = np.asarray(img)
-            y = data["y"][rows]
-            idx = data["orig_index"][rows]
-        else:
-            x, y, idx = data["x"], data["y"], data["idx"]
-    if x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or len(x) != len(y):
-        raise DataError(f"{path} does not hold 32x32 RGB uint8 images with labels; copy it again.")
+    pack = spec.packs[split]
+    path, digest = _check_pack(spec, split, root, check_md5)
+    with _npz(path) as data:
+        try:
+            if pack.webp:
+                rows = np.nonzero(data["split"] == (1 if split == "test" else 0))[0]
+                y, idx = data["y"][rows], data["orig_index"][rows]
+                x_all = _decoded_pack(data, path, digest)
+                if len(rows) and rows[-1] - rows[0] + 1 == len(rows):  # contiguous: a view, no copy
+                    x = x_all[rows[0]:rows[-1] + 1]
+                else:
+                    x = x_all[rows]
+            else:
+                x, y, idx = data["x"], data["y"], data["idx"]
+        except KeyError as e:
+            raise DataError(f"{path} lacks the array {e}; it is not the published file, copy it again.") from e
+    if x.shape[1:] != (32, 32, 3) or x.dtype != np.uint8 or len(x) != len(y) or len(y) != pack.images:
+        raise DataError(f"{path} does not hold the {pack.images:,} 32x32 RGB uint8 {split} images with labels "
+                        f"it should; copy it again.")
     info = {"source": "offline-pack", "file": path.name, "md5": digest}
     return x, y, idx, info
 
@@ -190,7 +374,7 @@ def _load_torchvision(spec: _DatasetSpec, split: str, root: Path, download: bool
             f"{spec.name}: {root / folder} {state} ({e}). Download {url} and extract it into {root} "
             f"(or run once online with download enabled), or point --data-dir/{DATA_ENV} at the folder "
             "holding it. Offline alternatives are separate datasets with their own names "
-            "('cifar10-real', 'cifar100-real', 'cifar10-jpeg75').") from e
+            "('cifar10-full', 'cifar100-full', 'cifar10-real', 'cifar100-real').") from e
     except OSError as e:  # download failed: no network
         raise DataError(
             f"{spec.name}: not found under {root} and the download of {url} failed ({e}). Download it "
@@ -203,7 +387,7 @@ def _load_torchvision(spec: _DatasetSpec, split: str, root: Path, download: bool
 
 def load_dataset(name: str, split: str = "test", *, data_dir: str | os.PathLike | None = None,
                  n: int | None = None, download: bool = True, check_md5: bool = True) -> EvalData:
-    """Load ``name``'s ``split``, the first ``n`` images in official order (all when ``n`` is None).
+    """Load ``name``'s ``split``: the first ``n`` images in the set's order (all when ``n`` is None).
 
     Raises :class:`DataError` when the files are missing, corrupt, or hold fewer than ``n`` images.
     """
@@ -219,6 +403,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | os.PathLike 
         x, y, idx, info = _load_torchvision(spec, split, root, download)
     else:
         x, y, idx, info = _load_pack(spec, split, root, check_md5)
+    available = len(y)
     if n is not None:
         if n > len(y):
             raise DataError(f"{name} ({split}) has {len(y)} images, fewer than the n={n} requested")
@@ -226,7 +411,7 @@ def load_dataset(name: str, split: str = "test", *, data_dir: str | os.PathLike 
     if y.min() < 0 or y.max() >= spec.num_classes:
         raise DataError(f"{name}: labels outside 0..{spec.num_classes - 1}; the file is not what it claims")
     xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
-    info.update(description=spec.description, images=len(y))
+    info.update(description=describe_set(name, split, idx, available), images=len(y), available=available)
     return EvalData(name=name, split=split, x=xt, y=torch.from_numpy(np.asarray(y, dtype=np.int64)),
                     indices=torch.from_numpy(np.asarray(idx, dtype=np.int64)),
                     num_classes=spec.num_classes, info=info)

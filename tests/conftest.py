@@ -35,6 +35,25 @@ def data_dir() -> Path:
 
 
 @pytest.fixture
+def full_data_dir() -> Path:
+    """The folder of the full lossless CIFAR packs (``cifar10-full``, ``cifar100-full``)."""
+    return env_path("DSNET_ZOO_DATA", "cifar10_real_webp.npz", "cifar100_real_webp.npz")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _decoded_cache(tmp_path_factory):
+    """The full packs are decoded at most once per test session, into a session temp folder (never the
+    user's cache), unless ``DSNET_ZOO_CACHE`` names a folder to reuse across sessions."""
+    if os.environ.get("DSNET_ZOO_CACHE"):
+        yield Path(os.environ["DSNET_ZOO_CACHE"])
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        path = tmp_path_factory.mktemp("decoded")
+        mp.setenv("DSNET_ZOO_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture
 def paper_weights_dir() -> Path:
     return env_path("DSNET_ZOO_PAPER_WEIGHTS", "cifar10/contractive_margin_0.07.pt")
 
