@@ -15,9 +15,19 @@ alternately on the two, in one process, so the ratio is measured under the same 
 - MassNet (kind mass): the same perceptrons without the antisymmetric flux assembly
   (``x + h a(x)[:, :n]``) and plain linear lifts/projections without the column-sum constraint.
 
+``--lipnet-paths`` measures instead, in one run, what the certified flagship's training path buys
+(CPU, one table, each row against its unconstrained twin under the same load):
+
+- the paper-layout LipNet (``lipnet_conv_cifar10``) in the previous CPU path (float32, NCHW: what
+  ``dsnet-zoo train`` ran with ``amp='auto'`` on a CPU) and in the new one (bf16 autocast with float32
+  normalisers, channels_last);
+- the flagship ``lipnet_cifar10`` (:class:`~dsnet_zoo.models.lipflow.LipFlowNet`) in the new path and its
+  same-shape unconstrained twin (the issue's target: at most 1.25x the twin's step time).
+
 Usage (prints a Markdown table; ``--json`` writes the numbers too)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_train.py --device cpu --iters 5
+    PYTHONPATH=. python benchmarks/bench_train.py --lipnet-paths --batch-size 256 --iters 20
     PYTHONPATH=. python benchmarks/bench_train.py --device cuda --amp bf16 --batch-size 256 --iters 50
 """
 from __future__ import annotations
@@ -173,13 +183,18 @@ def _time(fn, device) -> float:
     return time.perf_counter() - t
 
 
-def bench_family(arch: str, device: torch.device, batch: int, iters: int, warmup: int, amp: str) -> dict:
+def bench_family(arch: str, device: torch.device, batch: int, iters: int, warmup: int, amp: str,
+                 channels_last: bool = False, model_args: dict | None = None) -> dict:
     torch.manual_seed(0)
-    model = dsnet_zoo.create(arch).to(device).train()
+    model = dsnet_zoo.create(arch, **(model_args or {})).to(device).train()
     twin, how = unconstrained_twin(model)
     twin = twin.to(device).train()
+    if channels_last:
+        model, twin = model.to(memory_format=torch.channels_last), twin.to(memory_format=torch.channels_last)
     if getattr(model, "num_classes", 0):
         x = torch.rand(batch, 3, 32, 32, device=device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, model.num_classes, (batch,), device=device)
         task = "classification"
     else:
@@ -202,7 +217,7 @@ def bench_family(arch: str, device: torch.device, batch: int, iters: int, warmup
         for key in ("model", "twin"):
             times[key].append(_time(steps[key], device))
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {"arch": arch, "task": task, "batch": batch, "iters": iters,
+    return {"arch": arch, "task": task, "batch": batch, "iters": iters, "amp": amp, "channels_last": channels_last,
             "params": sum(p.numel() for p in model.parameters()),
             "twin_params": sum(p.numel() for p in twin.parameters()), "twin": how,
             "model_per_s": batch / med["model"], "twin_per_s": batch / med["twin"],
@@ -218,8 +233,12 @@ def main(argv=None) -> int:
     p.add_argument("--amp", default="none", choices=("none", "bf16"))
     p.add_argument("--families", nargs="*", help="subset of: " + ", ".join(f for f, _ in FAMILIES))
     p.add_argument("--json", help="also write the results to this JSON file")
+    p.add_argument("--lipnet-paths", action="store_true",
+                   help="the certified flagship's training path against the previous one (see the module doc)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
+    if args.lipnet_paths:
+        return lipnet_paths(device, args)
     rows = []
     for family, arch in FAMILIES:
         if args.families and family not in args.families:
@@ -238,6 +257,31 @@ def main(argv=None) -> int:
     for r in rows:
         print(f"| {r['family']} | {r['arch']} | {r['batch']} | {r['params']:,} | {r['model_per_s']:.1f} | "
               f"{r['twin_per_s']:.1f} | {1 / r['ratio']:.2f} | {r['twin']} |")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
+    return 0
+
+
+def lipnet_paths(device: torch.device, args) -> int:
+    from dsnet_zoo.registry import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg("lipnet_cifar10", required=False)  # the flagship's shape, when it has weights
+    flagship_args = dict(cfg.model_args) if cfg is not None else {}
+    runs = [("paper layout, previous path (float32, NCHW)", "lipnet_conv_cifar10", "none", False, {}),
+            ("paper layout, new path (bf16 autocast, channels_last)", "lipnet_conv_cifar10", "bf16", True, {}),
+            ("flagship, new path (bf16 autocast, channels_last)", "lipnet_cifar10", "bf16", True, flagship_args)]
+    rows = [{"what": what, **bench_family(arch, device, args.batch_size, args.iters, args.warmup, amp, cl, margs)}
+            for what, arch, amp, cl, margs in runs]
+    base = rows[0]["model_per_s"]
+    env = (f"device {device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
+           f"torch {torch.__version__}, batch {args.batch_size}, median of {args.iters} alternating steps")
+    print(f"Certified LipNet training step, {env}\n")
+    print("| what | model | params | images/s | vs previous path | unconstrained twin images/s | "
+          "step time / twin step time |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['what']} | {r['arch']} | {r['params']:,} | {r['model_per_s']:.0f} | "
+              f"{r['model_per_s'] / base:.2f}x | {r['twin_per_s']:.0f} | {r['ratio'] ** -1:.2f} |")
     if args.json:
         Path(args.json).write_text(json.dumps({"env": env, "rows": rows}, indent=2) + "\n")
     return 0

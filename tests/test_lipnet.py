@@ -27,9 +27,9 @@ def net64():
 
 def test_registered_and_shapes():
     names = dsnet_zoo.list_models("lipnet*")
-    for n in ("lipnet_cifar10", "lipnet_cifar100", "lipnet_w2_cifar10", "lipnet_switch_cifar10"):
+    for n in ("lipnet_conv_cifar10", "lipnet_conv_cifar100", "lipnet_w2_cifar10", "lipnet_switch_cifar10"):
         assert n in names
-    m = dsnet_zoo.create("lipnet_cifar100")
+    m = dsnet_zoo.create("lipnet_conv_cifar100")
     assert m.num_classes == 100 and m.num_features == 128 * 4 * 4
     x = torch.rand(2, 3, 32, 32)
     feats = m.forward_features(x)

@@ -77,8 +77,9 @@ def _check_slope(negative_slope: float) -> None:
         raise ValueError(f"negative_slope must lie in [0, 1] (sigma' in [a, 1]), got {negative_slope}")
 
 
-def _make_map(features, kernel_size, input_size, padding_mode, normalize, method, train_normalizer, cert_every):
-    return ConstrainedLinearMap(features, features, kernel_size, input_size=input_size, bias=True,
+def _make_map(features, kernel_size, input_size, padding_mode, normalize, method, train_normalizer, cert_every,
+              hidden=None):
+    return ConstrainedLinearMap(features, hidden or features, kernel_size, input_size=input_size, bias=True,
                                 padding_mode=padding_mode, normalize=normalize, method=method,
                                 train_normalizer=train_normalizer, cert_every=cert_every)
 
@@ -117,20 +118,22 @@ class ContractiveStep(_StepBase):
     Guarantee: ``Lip <= max(|1 - h a s^2|, |1 - h L^2|) <= 1`` (see the module docstring), as
     ``h = max_step * sigmoid(u) / L^2 < 2 / L^2`` with ``max_step <= 2``. ``max_step > 2`` is
     accepted (the bound stays valid and reports the expansion) so that tests can break the condition.
-    ``kernel_size=None`` gives the dense form (``features``-dimensional vectors).
+    ``kernel_size=None`` gives the dense form (``features``-dimensional vectors). ``hidden`` is the
+    number of rows (channels) of ``A`` (default ``features``); the bound holds for any ``hidden``.
     """
 
-    def __init__(self, features: int, kernel_size: int | None = 3, *, input_size: int | None = None,
+    def __init__(self, features: int, kernel_size: int | None = 3, *, hidden: int | None = None,
+                 input_size: int | None = None,
                  padding_mode: str = "zeros", negative_slope: float = 0.0, max_step: float = 2.0,
                  init_step: float = 1.0, normalize: bool = True, method: str = "eig",
-                 train_normalizer: str = "power", cert_every: int = 10) -> None:
+                 train_normalizer: str | None = None, cert_every: int = 10) -> None:
         super().__init__()
         _check_slope(negative_slope)
         if not max_step > 0 or not 0 < init_step < max_step:
             raise ValueError(f"need max_step > 0 and 0 < init_step < max_step, got {max_step}, {init_step}")
         self.negative_slope, self.max_step = float(negative_slope), float(max_step)
         self.A = _make_map(features, kernel_size, input_size, padding_mode, normalize, method,
-                           train_normalizer, cert_every)
+                           train_normalizer, cert_every, hidden)
         self.u = torch.nn.Parameter(torch.tensor(_logit(init_step / max_step)))
 
     def _plan(self) -> dict:
@@ -167,7 +170,7 @@ class ExpansiveStep(_StepBase):
     def __init__(self, features: int, kernel_size: int | None = 3, *, form: str = "gradient",
                  input_size: int | None = None, padding_mode: str = "zeros", negative_slope: float = 0.0,
                  max_step: float = 1.0, init_step: float = 0.1, normalize: bool = True, method: str = "eig",
-                 train_normalizer: str = "power", cert_every: int = 10) -> None:
+                 train_normalizer: str | None = None, cert_every: int = 10) -> None:
         super().__init__()
         _check_slope(negative_slope)
         if form not in ("gradient", "residual"):
@@ -223,7 +226,7 @@ class SwitchingPair(_StepBase):
                  input_size: int | None = None, padding_mode: str = "circular", negative_slope: float = 0.5,
                  h_c: float = 0.3, substeps: int = 2, contractive_box: tuple[float, float] = (0.11, 1.89),
                  expansive_max: float = 0.05, guard: bool = True, normalize: bool = True, method: str = "eig",
-                 train_normalizer: str = "power", cert_every: int = 10) -> None:
+                 train_normalizer: str | None = None, cert_every: int = 10) -> None:
         super().__init__()
         _check_slope(negative_slope)
         if mode not in ("prescribed", "flexible"):

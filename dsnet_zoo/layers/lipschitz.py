@@ -69,6 +69,8 @@ __all__ = [
     "LipLinear",
     "iter_certified",
     "clear_caches",
+    "normalizer_states",
+    "load_normalizer_states",
 ]
 
 REL_MARGIN = 1e-6
@@ -154,8 +156,29 @@ def gram_iteration_norm_bound(mats: torch.Tensor, n_iter: int = 10) -> torch.Ten
     return torch.exp(log_c / 2 ** n_iter)
 
 
+class _SingleThreaded:
+    """Run LAPACK single-threaded: MKL's threaded eigensolvers on many small matrices are no faster,
+    and on a loaded 2-core machine they were seen to take seconds instead of milliseconds."""
+
+    def __enter__(self):
+        self.threads = torch.get_num_threads()
+        if self.threads > 1:
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.threads > 1:
+            torch.set_num_threads(self.threads)
+
+
 def _block_bounds(mats: torch.Tensor, method: str, need_lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(upper bound of max_i ||M_i||, lower bound of min_i sigma_min(M_i)) for a batch [B, m, n]."""
+    if mats.device.type == "cpu":
+        with _SingleThreaded():
+            return _block_bounds_impl(mats, method, need_lower)
+    return _block_bounds_impl(mats, method, need_lower)
+
+
+def _block_bounds_impl(mats: torch.Tensor, method: str, need_lower: bool) -> tuple[torch.Tensor, torch.Tensor]:
     m, n = mats.shape[-2:]
     lower = mats.new_zeros((), dtype=torch.float64)
     if method == "gram":
@@ -316,7 +339,8 @@ class ConstrainedLinearMap(CachedModule):
     power estimate ``sigma`` (one step per forward, differentiable as in spectral normalisation) times
     the ratio ``B / sigma`` of the last refresh, recomputed every ``cert_every`` steps: training runs
     (nearly) the certified weight at the cost of a power step, and ``cert_every=1`` makes it exact.
-    ``train_normalizer='certified'`` (and every dense map) differentiates through ``B`` itself.
+    ``train_normalizer='certified'`` (the default of dense maps) differentiates through ``B`` itself;
+    a wide dense map trains faster with ``'power'`` (the same scheme as a conv).
 
     ``input_size`` (conv only) is the largest spatial side the certificate covers: zero padding
     covers every ``n <= input_size``, circular padding exactly ``n == input_size``; other inputs raise.
@@ -325,7 +349,7 @@ class ConstrainedLinearMap(CachedModule):
     def __init__(self, in_features: int, out_features: int, kernel_size: int | None = 3, *,
                  input_size: int | None = None, bias: bool = True, padding_mode: str = "zeros",
                  normalize: bool = True, max_norm: float = 1.0, method: str = "eig",
-                 init: str = "orthogonal", train_normalizer: str = "power", cert_every: int = 10) -> None:
+                 init: str = "orthogonal", train_normalizer: str | None = None, cert_every: int = 10) -> None:
         super().__init__()
         _check_padding_mode(padding_mode)
         if kernel_size is not None:
@@ -343,12 +367,13 @@ class ConstrainedLinearMap(CachedModule):
             out_features, in_features, kernel_size, kernel_size)
         self.raw_weight = nn.Parameter(torch.empty(shape))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        if train_normalizer is None:  # dense maps are cheap to certify at every step unless they are wide
+            train_normalizer = "power" if kernel_size is not None else "certified"
         if train_normalizer not in ("power", "certified"):
             raise ValueError(f"train_normalizer must be 'power' or 'certified', got {train_normalizer!r}")
         if cert_every < 1:
             raise ValueError(f"cert_every must be >= 1, got {cert_every}")
-        # Dense maps are cheap to certify exactly at every step; convs use warm-started power iteration.
-        self.train_normalizer = train_normalizer if kernel_size is not None else "certified"
+        self.train_normalizer = train_normalizer
         self.cert_every = int(cert_every)
         pi_shape = (1, in_features) if kernel_size is None else (1, in_features, input_size, input_size)
         self.register_buffer("_pi_vector", torch.randn(pi_shape), persistent=False)
@@ -403,6 +428,12 @@ class ConstrainedLinearMap(CachedModule):
         v = self.raw_weight
         if not self.normalize:
             return v
+        # The normaliser runs in float32 even inside a bf16 autocast region: a bf16 power estimate
+        # would be off by ~0.4 % (the certificate never depends on it, but the trained weights would).
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            return self._normalised(v)
+
+    def _normalised(self, v: torch.Tensor) -> torch.Tensor:
         if self.training and self.train_normalizer == "power":
             # Training only: the power estimate times the certified/estimate ratio of the last refresh
             # (every ``cert_every`` steps). The certificate never relies on it: in eval mode the weight is
@@ -418,11 +449,31 @@ class ConstrainedLinearMap(CachedModule):
         else:
             bound = self._bounds(v)[0]
         scale = bound * (1 + REL_MARGIN) / self.max_norm
+        if self.training:
+            # in the weight's own dtype: a float64 division and its backward over a wide dense weight
+            # cost more than the layer itself; the eval-mode weight (the certified one) is exact
+            return v / scale.to(v.dtype)
         return (v.to(torch.float64) / scale).to(v.dtype)
 
     def _load_from_state_dict(self, *args, **kwargs):
         self._since_refresh = None  # new weights: refresh the training-time ratio at the next step
         return super()._load_from_state_dict(*args, **kwargs)
+
+    def normalizer_state(self) -> dict[str, torch.Tensor]:
+        """The training-time normaliser's evolving state (power vector, refresh ratios, steps since the
+        last refresh). It is not part of the weights (``state_dict``), but a resumed run needs it to
+        continue bit for bit."""
+        since = -1 if self._since_refresh is None else self._since_refresh
+        return {"pi_vector": self._pi_vector.detach().clone(), "cert_ratio": self._cert_ratio.detach().clone(),
+                "min_ratio": self._min_ratio.detach().clone(), "since_refresh": torch.tensor(since)}
+
+    def load_normalizer_state(self, state: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            self._pi_vector.copy_(state["pi_vector"])
+            self._cert_ratio.copy_(state["cert_ratio"])
+            self._min_ratio.copy_(state["min_ratio"])
+        since = int(state["since_refresh"])
+        self._since_refresh = None if since < 0 else since
 
     def train_time_min_ratio(self) -> float:
         """Certified ``sigma_min / ||A||`` of ``raw_weight`` at the last training-time refresh (not a certificate)."""
@@ -512,12 +563,13 @@ class LipLinear(ConstrainedLinearMap):
     """
 
     def __init__(self, in_features: int, out_features: int, *, bias: bool = True, mode: str = "spectral",
-                 max_norm: float = 1.0, method: str = "eig") -> None:
+                 max_norm: float = 1.0, method: str = "eig", train_normalizer: str | None = None,
+                 cert_every: int = 10) -> None:
         if mode not in ("spectral", "rownorm"):
             raise ValueError(f"mode must be 'spectral' or 'rownorm', got {mode!r}")
         self.mode = mode
         super().__init__(in_features, out_features, None, bias=bias, normalize=True, max_norm=max_norm,
-                         method=method)
+                         method=method, train_normalizer=train_normalizer, cert_every=cert_every)
 
     def _compute_weight(self) -> torch.Tensor:
         if self.mode == "spectral":
@@ -533,6 +585,21 @@ class LipLinear(ConstrainedLinearMap):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, mode={self.mode}"
+
+
+def normalizer_states(module: nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    """:meth:`ConstrainedLinearMap.normalizer_state` of every constrained map in ``module``, by name."""
+    return {name: m.normalizer_state() for name, m in module.named_modules() if isinstance(m, ConstrainedLinearMap)}
+
+
+def load_normalizer_states(module: nn.Module, states: dict[str, dict[str, torch.Tensor]]) -> None:
+    """Restore :func:`normalizer_states` (after ``load_state_dict``, which resets them)."""
+    maps = {name: m for name, m in module.named_modules() if isinstance(m, ConstrainedLinearMap)}
+    if set(maps) != set(states):
+        raise ValueError(f"normaliser states do not match the model's constrained maps: missing "
+                         f"{sorted(set(maps) - set(states))}, unexpected {sorted(set(states) - set(maps))}")
+    for name, m in maps.items():
+        m.load_normalizer_state(states[name])
 
 
 def clear_caches(module: nn.Module) -> None:

@@ -3,6 +3,7 @@ from ._base import ZooClassifier
 from ._builder import build_model
 from . import hamnet  # noqa: F401
 from . import lipnet  # noqa: F401
+from . import lipflow  # noqa: F401
 from . import massnet  # noqa: F401
 from . import vpnet  # noqa: F401
 from . import massnet_weights  # noqa: F401  (registers the zoo's massnet_sir weights)

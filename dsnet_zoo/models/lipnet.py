@@ -173,16 +173,18 @@ def _lipnet(arch: str, pretrained: bool, default_classes: int, **kwargs: Any) ->
 
 
 @register_model(family="lipnet", dataset="cifar10")
-def lipnet_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNet:
-    """Certified 1-Lipschitz LipNet (widths 32/64/128, four contractive steps per block), CIFAR-10."""
-    return _lipnet("lipnet_cifar10", pretrained, 10, **kwargs)
+def lipnet_conv_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNet:
+    """The paper's layout, certified 1-Lipschitz (widths 32/64/128, four contractive steps per block),
+    CIFAR-10. The zoo's flagship ``lipnet_cifar10`` is :class:`~dsnet_zoo.models.lipflow.LipFlowNet`."""
+    return _lipnet("lipnet_conv_cifar10", pretrained, 10, **kwargs)
 
 
 @register_model(family="lipnet", dataset="cifar100")
-def lipnet_cifar100(pretrained: bool = False, **kwargs: Any) -> LipNet:
-    """Certified 1-Lipschitz LipNet (widths 32/64/128, four contractive steps per block), CIFAR-100."""
+def lipnet_conv_cifar100(pretrained: bool = False, **kwargs: Any) -> LipNet:
+    """The paper's layout, certified 1-Lipschitz (widths 32/64/128, four contractive steps per block),
+    CIFAR-100."""
     kwargs.setdefault("norm_mean", CIFAR100_MEAN)
-    return _lipnet("lipnet_cifar100", pretrained, 100, **kwargs)
+    return _lipnet("lipnet_conv_cifar100", pretrained, 100, **kwargs)
 
 
 @register_model(family="lipnet", dataset="cifar10")

@@ -39,6 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluation.metrics import DEFAULT_CERT_EPS
+from ..layers.lipschitz import load_normalizer_states, normalizer_states
 from ..utils import atomic_write_bytes, atomic_write_text, resolve_device
 from . import ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input
@@ -198,12 +200,19 @@ def _make_scheduler(recipe: Recipe, opt: torch.optim.Optimizer, steps_per_epoch:
 
 @torch.no_grad()
 def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str, loss_fn=None,
-                   batch_size: int = 500, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+                   batch_size: int = 500, dtype: torch.dtype = torch.float32,
+                   cert_eps: float | None = None) -> dict[str, float]:
     """Loss and accuracy (percent) of a classifier, or MSE of a regressor, on ``(x, y)`` in ``dtype``,
-    in eval mode, without autocast."""
+    in eval mode, without autocast. With ``cert_eps`` and a model with a certified bound, also
+    ``cert_acc``: the percentage certified at L2 radius ``cert_eps`` (global certificate); the training
+    log records it at 36/255."""
+    from ..evaluation.certify import certified_radii  # the evaluation package imports training lazily too
+
     was = model.training
     model.eval()
-    total, correct, loss_sum, sq_sum = 0, 0, 0.0, 0.0
+    bound_fn = getattr(model, "lipschitz_upper_bound", None) if cert_eps is not None else None
+    bound = bound_fn() if bound_fn is not None else None
+    total, correct, certified, loss_sum, sq_sum = 0, 0, 0, 0.0, 0.0
     for i in range(0, len(y), batch_size):
         xb = to_model_input(x[i:i + batch_size], dtype)
         yb = y[i:i + batch_size]
@@ -211,6 +220,8 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
         n = len(yb)
         if task == "classification":
             correct += int((out.argmax(1) == yb).sum())
+            if bound is not None:
+                certified += int((certified_radii(out, yb, float(bound))["global"] > cert_eps).sum())
             if loss_fn is not None:
                 loss_sum += float(loss_fn(out, yb)) * n
         else:
@@ -219,6 +230,9 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
     model.train(was)
     if task == "classification":
         res = {"acc": 100.0 * correct / total}
+        if bound is not None:
+            res["cert_acc"] = 100.0 * certified / total
+            res["lipschitz_bound"] = float(bound)
         if loss_fn is not None:
             res["loss"] = loss_sum / total
         return res
@@ -346,6 +360,8 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
             out.mkdir(parents=True, exist_ok=True)
             _atomic_text(out / "recipe.json", recipe.to_json() + "\n")
         model.to(dev)
+        if recipe.channels_last:  # NHWC convolutions: the fast layout of the CPU (oneDNN) and GPU kernels
+            model.to(memory_format=torch.channels_last)
         data_dev = data.to(dev)
         steps_per_epoch = len(data.y_train) // recipe.batch_size
         if steps_per_epoch < 1:
@@ -372,6 +388,9 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
                 raise ValueError(f"{ckpt_path} was written by a different recipe (fields {', '.join(diff)} "
                                  "differ); resume with the same recipe or choose another output folder")
             model.load_state_dict(state["model"])
+            # after load_state_dict, which resets them: the training-time normalisers' power vectors
+            # and refresh counters evolve like the weights and are needed for a bit-for-bit resume
+            load_normalizer_states(model, state.get("normalizers") or {})
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             if ema is not None:
@@ -398,6 +417,8 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
             sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n
             refresh = getattr(loss_fn, "refresh", None)
             for xb, yb in iterate_epoch(data_dev, recipe, epoch, step, dist_info.rank, dist_info.world, dev):
+                if recipe.channels_last and xb.dim() == 4:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
                 if refresh is not None:
                     refresh()
                 with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
@@ -436,7 +457,8 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
                     ema.copy_to(eval_model)
                     target = eval_model
                 ev = evaluate_model(target, data_dev.x_eval, data_dev.y_eval, data.task,
-                                    loss_fn if data.task == "classification" else None)
+                                    loss_fn if data.task == "classification" else None,
+                                    cert_eps=DEFAULT_CERT_EPS[0] if data.task == "classification" else None)
                 record.update({f"eval_{k}": v for k, v in ev.items()})
                 record.update(seconds=round(seconds, 3), examples_per_s=round(float(sums[2]) / seconds, 1))
                 history.append(record)
@@ -447,7 +469,8 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
                 _atomic_torch_save({
                     "recipe": recipe.to_dict(), "epoch": epoch, "step": step,
                     "data_order": {"data_seed": recipe.data_seed, "next_epoch": epoch + 1, "next_step": step},
-                    "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "model": model.state_dict(), "normalizers": normalizer_states(model),
+                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None, "rng": _rng_state(),
                     "history": history, "world_size": dist_info.world}, ckpt_path)
                 _atomic_text(out / LOG, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))

@@ -97,8 +97,10 @@ def build_loss(recipe, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
     """The recipe's loss as ``fn(outputs, targets) -> scalar``.
 
     For ``certified_ce`` the model's Lipschitz bound is re-read before every step (it changes as
-    the weights train, unless the architecture fixes it; see :class:`CertifiedCELoss`); a model
-    without a certified bound is an error, since the offset would certify nothing.
+    the weights train; see :class:`CertifiedCELoss`), unless the architecture fixes it by
+    construction (``model.lipschitz_by_construction``, e.g. 1.0 for a net of normalised layers: no
+    per-step certified recomputation); a model without a certified bound is an error, since the
+    offset would certify nothing.
     """
     if recipe.loss == "hinge":
         return lambda out, y: multiclass_hinge(out, y, recipe.margin)
@@ -107,6 +109,9 @@ def build_loss(recipe, model: torch.nn.Module) -> Callable[[torch.Tensor, torch.
     if recipe.loss == "mse":
         return lambda out, y: F.mse_loss(_up(out), _up(y))
     if recipe.loss == "certified_ce":
+        fixed = getattr(model, "lipschitz_by_construction", None)
+        if fixed is not None:
+            return CertifiedCELoss(lambda: fixed, recipe.cert_eps, recipe.temperature)
         bound_fn = getattr(model, "lipschitz_upper_bound", None)
         if bound_fn is None or bound_fn() is None:
             raise ValueError(f"loss 'certified_ce' needs a model with a certified Lipschitz bound; "
