@@ -1,6 +1,6 @@
 """Evaluate every matching pretrained model and rebuild the leaderboard, the plot and the model cards.
 
-    python eval/leaderboard.py [--models 'lipnet*'] [--dataset cifar10-real] [--metrics clean,certified]
+    python eval/leaderboard.py [--models 'lipnet*'] [--dataset cifar10-full] [--metrics clean,certified]
                                [--n N] [--device auto] [--batch-size B] [--seed S] [--report-only]
 
 Writes one JSON per (model tag, dataset, metric set) to ``eval/results/`` (per-example outcomes beside
@@ -24,7 +24,9 @@ if str(ROOT) not in sys.path:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="*", help="shell pattern(s) over arch.tag, comma-separated (default: all)")
-    p.add_argument("--dataset", default="cifar10-real")
+    p.add_argument("--dataset", default="cifar10-full",
+                   help="dataset name (default cifar10-full: the real CIFAR-10 test set, 9,977 of 10,000 images; "
+                        "cifar10-real: its first 1,017, the paper's set; cifar100-full; see dsnet_zoo.data)")
     p.add_argument("--data-dir")
     p.add_argument("--n", type=int)
     p.add_argument("--metrics", default="clean,certified")

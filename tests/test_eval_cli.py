@@ -87,13 +87,15 @@ def _cli(argv: list[str]) -> int:
 @needs_data
 def test_eval_cli_writes_a_result_that_its_own_command_reproduces(weights_dir, tmp_path):
     out = tmp_path / "r.json"
-    proc = _child(weights_dir, "cli", "eval", "evaltest_linear.protos", "--dataset", "cifar10-real", "--n", "24",
+    proc = _child(weights_dir, "cli", "eval", "evaltest_linear.protos", "--dataset", "cifar10-full", "--n", "24",
                   "--device", "cpu", "--batch-size", "10", "--out", str(out), "--no-progress")
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(out.read_text())
     assert r["name"] == "evaltest_linear.protos" and r["tag"] == "protos"
     assert r["weights_sha256"] == sha256_file(weights_dir / REPO / "model.safetensors")
-    assert r["dataset"]["name"] == "cifar10-real" and r["dataset"]["n"] == 24
+    assert r["dataset"]["name"] == "cifar10-full" and r["dataset"]["n"] == 24
+    assert r["dataset"]["description"] == "CIFAR-10 test, first 24 of 10,000 images (official indices 0-23, exact pixels)"
+    assert r["dataset"]["indices"] == "0..23" and r["dataset"]["available"] == 9977
     assert (tmp_path / "r.examples.json").is_file()
     argv = shlex.split(r["command"])
     assert argv[:2] == ["dsnet-zoo", "eval"]
@@ -143,6 +145,8 @@ def test_leaderboard_script_end_to_end(weights_dir, tmp_path):
     md = paths["md"].read_text()
     assert "`evaltest_linear.protos`" in md and f"{100 * r['metrics']['clean']['accuracy']:.1f}" in md
     assert r["command"] in md
+    title = "CIFAR-10 test, first 16 of 10,000 images (official indices 0-15, exact pixels)"
+    assert r["dataset"]["description"] == title and f"## {title} (`cifar10-real`)" in md
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     card = (paths["cards"] / "evaltest_linear.protos.md").read_text()
     front = yaml.safe_load(card.split("---")[1])
@@ -195,13 +199,46 @@ def test_leaderboard_cards_and_plot_from_results(tmp_path):
     assert not any("certified" in n for n in names)  # nothing claimed without a bound
 
 
-def test_merge_prefers_the_larger_evaluation(tmp_path):
+def test_each_exact_set_gets_its_own_table(tmp_path):
     data, protos = prototype_data(24, seed=2, name="cifar10-real")
     m = LinearReference()
     m.load_state_dict(nearest_prototype_weights(protos))
     ident = {"name": "ref.a", "model": "ref", "tag": "a", "checkpoint": None}
-    evaluate(m, data, n=8, metrics=["clean"], device="cpu", progress=False, out=tmp_path / "small.json", ident=ident)
+    small = evaluate(m, data, n=8, metrics=["clean"], device="cpu", progress=False, out=tmp_path / "small.json",
+                     ident=ident)
     big = evaluate(m, data, metrics=["clean"], device="cpu", progress=False, out=tmp_path / "big.json", ident=ident)
+    assert small["dataset"]["description"] == "first 8 of: 24 synthetic images around 10 prototypes (seed 2)"
     md = leaderboard_markdown(load_results(tmp_path))
-    row = next(line for line in md.splitlines() if line.startswith("| `ref.a`"))
-    assert f"| {100 * big['metrics']['clean']['accuracy']:.1f} |" in row and "| 24 |" in row
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads == ["## 24 synthetic images around 10 prototypes (seed 2) (`cifar10-real`)",
+                     "## first 8 of: 24 synthetic images around 10 prototypes (seed 2) (`cifar10-real`)"]
+    rows = [line for line in md.splitlines() if line.startswith("| `ref.a`")]
+    assert len(rows) == 2  # never one row mixing numbers of two sets
+    assert f"| 24 | {100 * big['metrics']['clean']['accuracy']:.1f} |" in rows[0]
+    assert f"| 8 | {100 * small['metrics']['clean']['accuracy']:.1f} |" in rows[1]
+
+
+def _fake_result(dataset: str, n: int, available: int, description: str, acc: float) -> dict:
+    return {"schema": "dsnet_zoo.eval/1", "name": "m.a", "model": "m", "tag": "a", "lipschitz": {},
+            "dataset": {"name": dataset, "split": "test", "n": n, "available": available, "md5": dataset,
+                        "description": description},
+            "metrics": {"clean": {"accuracy": acc}}, "run": {"finished": "2026-01-01T00:00:00+00:00"},
+            "command": f"dsnet-zoo eval m.a --dataset {dataset} --n {n}"}
+
+
+def test_full_real_test_sets_are_the_primary_tables(tmp_path):
+    results = [_fake_result("cifar10-real", 1017, 1017, "CIFAR-10 test, first 1,017 of 10,000 images", 0.8),
+               _fake_result("cifar10-full", 1000, 9977, "CIFAR-10 test, first 1,000 of 10,000 images", 0.7),
+               _fake_result("cifar100-full", 10000, 10000, "CIFAR-100 test, all 10,000 images (exact pixels)", 0.5),
+               _fake_result("cifar10-full", 9977, 9977, "CIFAR-10 test, 9,977 of 10,000 images (exact pixels)", 0.75)]
+    md = leaderboard_markdown(results)
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads == ["## CIFAR-10 test, 9,977 of 10,000 images (exact pixels) (`cifar10-full`)",
+                     "## CIFAR-100 test, all 10,000 images (exact pixels) (`cifar100-full`)",
+                     "## CIFAR-10 test, first 1,000 of 10,000 images (`cifar10-full`)",
+                     "## CIFAR-10 test, first 1,017 of 10,000 images (`cifar10-real`)"]
+    card = write_model_cards(results, tmp_path)[0].read_text()
+    assert [line for line in card.splitlines() if line.startswith("### ")] == [h.replace("## ", "### ") for h in heads]
+    front = yaml.safe_load(card.split("---")[1])
+    names = [x["dataset"]["name"] for x in front["model-index"][0]["results"]]
+    assert names == [h[3:].rsplit(" (`", 1)[0] for h in heads]

@@ -23,10 +23,14 @@ def add_parser(sub) -> None:
                                    "config.json beside it). Writes a JSON result and a per-example side file.")
     p.add_argument("name", help="arch[.tag] with registered weights, or a checkpoint path")
     p.add_argument("--arch", help="architecture of a checkpoint file")
-    p.add_argument("--dataset", required=True, choices=list_datasets())
+    p.add_argument("--dataset", required=True, choices=list_datasets(),
+                   help="cifar10-full: real CIFAR-10 test, 9,977 of 10,000 images; cifar100-full: real CIFAR-100 "
+                        "test, all 10,000; cifar10-real: the first 1,017 CIFAR-10 test images (the paper's set); "
+                        "cifar100-real; cifar10/cifar100: torchvision's official files")
     p.add_argument("--split", default="test", choices=["test", "train"])
     p.add_argument("--data-dir", help="folder with the data (default: $DSNET_ZOO_DATA, else the cache folder)")
-    p.add_argument("--n", type=int, help="the first N examples (default: all)")
+    p.add_argument("--n", type=int, help="the first N examples in the set's order (default: all); the result "
+                                          "names the exact set")
     p.add_argument("--metrics", default="clean,certified",
                    help="comma-separated: clean, certified, autoattack, paper-pgd (default: clean,certified)")
     p.add_argument("--eps", help="L2 radii of the certified metric, e.g. 36/255,72/255 (default: 36,72,108,255 /255)")
@@ -87,6 +91,7 @@ def run(args) -> int:
         return 0
     result.pop("_examples", None)
     summary = {"name": result["name"], "dataset": result["dataset"]["name"], "n": result["dataset"]["n"],
+               "set": result["dataset"].get("description"),
                "lipschitz_bound": result["lipschitz"]["bound"],
                "metrics": {k: v.get("accuracy") for k, v in result["metrics"].items()},
                "wall_time_s": result["run"]["wall_time_s"], "out": args.out}

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import format_eps
-from .report import DATASET_TITLES, merge_results
+from .report import merge_results, set_order
 from .runner import atomic_write_text
 
 __all__ = ["model_card", "write_model_cards"]
 
-_HF_DATASET = {"cifar10-real": "cifar10", "cifar10-jpeg75": "cifar10", "cifar10": "cifar10",
-               "cifar100-real": "cifar100", "cifar100": "cifar100"}
+_HF_DATASET = {"cifar10-full": "cifar10", "cifar10-real": "cifar10", "cifar10": "cifar10",
+               "cifar100-full": "cifar100", "cifar100-real": "cifar100", "cifar100": "cifar100"}
 
 
 def _eval_results(entries: list[dict[str, Any]]):
@@ -26,9 +26,10 @@ def _eval_results(entries: list[dict[str, Any]]):
     out = []
     for m in entries:
         ds = m["dataset"]
+        # the Hub groups results by (dataset type, config, split): the config names the exact set
         common = dict(task_type="image-classification", task_name="Image Classification",
-                      dataset_type=_HF_DATASET.get(ds, ds), dataset_name=DATASET_TITLES.get(ds, ds),
-                      dataset_split="test")
+                      dataset_type=_HF_DATASET.get(ds, ds), dataset_name=m["description"],
+                      dataset_config=f"{ds}, n={m['n']}", dataset_split=m.get("split", "test"))
         clean = m["metrics"].get("clean")
         if clean and clean.get("accuracy") is not None:
             out.append(EvalResult(metric_type="accuracy", metric_name=f"clean accuracy (n={clean['n']})",
@@ -49,7 +50,7 @@ def _eval_results(entries: list[dict[str, Any]]):
 
 
 def model_card(name: str, entries: list[dict[str, Any]]) -> str:
-    """The card text of ``name`` from its merged results (one entry per dataset)."""
+    """The card text of ``name`` from its merged results (one entry per exact set, in table order)."""
     from huggingface_hub import ModelCard, ModelCardData
 
     first = entries[0]
@@ -64,8 +65,6 @@ def model_card(name: str, entries: list[dict[str, Any]]) -> str:
              f"Architecture `{first.get('model')}`, weights tag `{first.get('tag')}`"
              + (f", produced by {first['source']}" if first.get("source") else "")
              + (f", trained on `{first['trained_on']}`" if first.get("trained_on") else "") + ".", ""]
-    if first.get("trained_on") == "cifar10-jpeg75":
-        lines += ["Trained on a JPEG-q75 re-encoding of the CIFAR-10 train split.", ""]
     lines += [f"- weights sha256: `{first.get('weights_sha256')}`",
               f"- parameters: {first.get('num_params'):,}" if first.get("num_params") else "- parameters: unknown",
               f"- certified L2 Lipschitz bound (pixel space): "
@@ -73,9 +72,9 @@ def model_card(name: str, entries: list[dict[str, Any]]) -> str:
                  "none: no certified accuracy is claimed"), ""]
     lines += ["## Evaluation", "",
               "Accuracy in %, eps in pixel units (images in [0, 1]). Generated from `eval/results/` by "
-              "`python eval/leaderboard.py`.", ""]
+              "`python eval/leaderboard.py`. Each table is one exact set of test images, named in its heading.", ""]
     for m in entries:
-        lines += [f"### {DATASET_TITLES.get(m['dataset'], m['dataset'])}", "", "| metric | eps | accuracy | n |",
+        lines += [f"### {m['description']} (`{m['dataset']}`)", "", "| metric | eps | accuracy | n |",
                   "|---|---|---|---|"]
         clean = m["metrics"].get("clean")
         if clean:
@@ -96,11 +95,12 @@ def write_model_cards(results: list[dict[str, Any]], cards_dir: str | os.PathLik
     """Write one card per evaluated ``arch.tag`` (checkpoint evaluations get none)."""
     merged = merge_results(results)
     by_name: dict[str, list[dict[str, Any]]] = {}
-    for (name, _), m in sorted(merged.items()):
+    for key, m in merged.items():
         if m.get("tag"):
-            by_name.setdefault(name, []).append(m)
+            by_name.setdefault(key[0], []).append(m)
     written = []
-    for name, entries in by_name.items():
+    for name, entries in sorted(by_name.items()):
+        entries = sorted(entries, key=lambda m: set_order(m["set"]))
         path = Path(cards_dir) / f"{name}.md"
         atomic_write_text(path, model_card(name, entries))
         written.append(path)

@@ -78,7 +78,8 @@ def prototype_data(n: int, *, num_classes: int = 10, spread: float = 0.01, noise
     x = (protos[y] + noise * torch.randn(n, 3, 32, 32, generator=g)).clamp(0, 1)
     x8 = (x * 255).round().to(torch.uint8)
     data = EvalData(name=name, split="test", x=x8, y=y.long(), indices=torch.arange(n), num_classes=num_classes,
-                    info={"source": "synthetic", "seed": seed, "spread": spread, "noise": noise})
+                    info={"source": "synthetic", "seed": seed, "spread": spread, "noise": noise,
+                          "description": f"{n:,} synthetic images around {num_classes} prototypes (seed {seed})"})
     return data, protos
 
 

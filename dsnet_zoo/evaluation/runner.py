@@ -214,6 +214,20 @@ def _batch_seed(seed: int, b: int) -> int:
     return (seed * 1_000_003 + b) % (2 ** 31 - 1)
 
 
+def _index_summary(indices: np.ndarray) -> str:
+    """The official indices of the evaluated images, in words (``-1`` = unknown)."""
+    known = indices[indices >= 0]
+    if len(known) == 0:
+        return "unknown"
+    lo, hi = int(known.min()), int(known.max())
+    text = f"{lo}..{hi}"
+    if len(known) < len(indices):
+        return f"{text} (known for {len(known):,} of the {len(indices):,} images, -1 elsewhere)"
+    if hi - lo + 1 > len(indices):
+        return f"{text} ({hi - lo + 1 - len(indices):,} missing)"
+    return text
+
+
 def _reproduce_command(ident: dict[str, Any], dataset: str, split: str, n: int, metrics: Sequence[str],
                        cert_eps, paper_eps, aa_threats, seed: int, batch_size: int) -> str:
     parts = ["dsnet-zoo", "eval", ident["name"] if ident.get("checkpoint") is None else ident["checkpoint"],
@@ -404,7 +418,7 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
         "weights_source": ident.get("weights_source"),
         "parameters_sha256": params_sha,
         "num_params": int(sum(p.numel() for p in model.parameters())),
-        "dataset": {"name": dataset, "split": split, "n": n, "indices": f"{int(indices[0])}..{int(indices[-1])}",
+        "dataset": {"name": dataset, "split": split, "n": n, "indices": _index_summary(indices),
                     "num_classes": data.num_classes, **data.info},
         "lipschitz": certifier.info,
         "metrics": metric_records,
