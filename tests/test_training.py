@@ -41,6 +41,16 @@ def test_default_recipes_exist_and_round_trip(family_arch):
     assert r.model == family_arch and Recipe.from_dict(r.to_dict()) == r
 
 
+@pytest.mark.parametrize("arch,dataset", [("lipnet_cifar10", "cifar10-full"), ("hamnet_cifar10", "cifar10-full"),
+                                          ("vpnet_cifar10", "cifar10-full"), ("lipnet_cifar100", "cifar100-full"),
+                                          ("hamnet_cifar100", "cifar100-full"), ("vpnet_cifar100", "cifar100-full")])
+def test_default_recipes_train_and_evaluate_on_the_real_splits(arch, dataset):
+    r = default_recipe(arch)
+    assert (r.dataset, r.train_split, r.eval_set, r.eval_split) == (dataset, "train", dataset, "test")
+    short = default_recipe(arch, train_limit=256, eval_limit=100)
+    assert (short.train_limit, short.eval_limit) == (256, 100)
+
+
 def test_recipe_rejects_unknown_and_inconsistent_fields():
     d = th.tiny_recipe().to_dict()
     with pytest.raises(RecipeError, match="unknown recipe field"):
@@ -154,6 +164,26 @@ def test_training_on_a_named_image_set(data_dir, tmp_path):
     res = train(recipe, tmp_path / "real", data_dir=data_dir, progress=False, plot=False)
     assert res.metrics["eval_images"] == 32 and 0.0 <= res.metrics["cifar10-real"]["clean"] <= 100.0
     assert res.history[0]["examples_per_s"] > 0 and res.history[0]["step"] == 4
+
+
+def test_training_data_from_the_full_packs(full_data_dir):
+    """The default sets: real train rows to train on, real test rows to evaluate, limits as prefixes,
+    and the provenance names the exact sets."""
+    from dsnet_zoo.training.data import load_train_data
+
+    r10 = th.tiny_recipe(dataset="cifar10-full", eval_dataset="cifar10-full", train_limit=64, eval_limit=32)
+    d = load_train_data(r10, full_data_dir)
+    assert d.x_train.shape == (64, 3, 32, 32) and d.x_eval.shape == (32, 3, 32, 32) and d.num_classes == 10
+    assert d.info["train"]["description"] == \
+        "CIFAR-10 train, first 64 of 50,000 images (official indices 0-63, exact pixels)"
+    assert d.info["eval"]["description"] == \
+        "CIFAR-10 test, first 32 of 10,000 images (official indices 0-31, exact pixels)"
+    r100 = th.tiny_recipe(dataset="cifar100-full", eval_dataset="cifar100-full", train_limit=200, eval_limit=100,
+                          model_args={"num_classes": 100})
+    d = load_train_data(r100, full_data_dir)
+    assert d.num_classes == 100 and sorted(d.y_train.tolist()) == sorted(list(range(100)) * 2)
+    assert d.info["eval"]["description"] == \
+        "CIFAR-100 test, rank 0 of each class (100 of 10,000 images, exact pixels)"
 
 
 # -- data order and augmentation ---------------------------------------------------------------------

@@ -17,8 +17,10 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a model from a recipe; output is a Hub-ready repo folder")
     p.add_argument("name", help="ARCH (the family's default recipe) or ARCH.TAG (rerun that tag's recipe)")
     p.add_argument("--out", required=True, help="output folder: checkpoint.pt, log.jsonl, curves.png, hub/")
-    p.add_argument("--dataset", help="training set (e.g. cifar10-jpeg75, cifar10, sir)")
-    p.add_argument("--eval-dataset", help="set whose metrics are recorded (e.g. cifar10-real)")
+    p.add_argument("--dataset", help="training set (default: the family's, cifar10-full or cifar100-full for "
+                                     "CIFAR models; e.g. cifar10-full, cifar100-full, cifar10, sir)")
+    p.add_argument("--eval-dataset", help="set whose metrics are recorded (default: the training set's test "
+                                          "split; e.g. cifar10-full, cifar10-real)")
     p.add_argument("--train-limit", type=int, help="train on the first N examples only (short runs)")
     p.add_argument("--eval-limit", type=int, help="evaluate on the first N examples only")
     p.add_argument("--epochs", type=int)

@@ -38,7 +38,7 @@ class Recipe:
     """All hyper-parameters of one training run.
 
     Data:
-        dataset: training set name (``cifar10-jpeg75``, ``cifar10``, ``sir``, ...); ``train_split``
+        dataset: training set name (``cifar10-full``, ``cifar100-full``, ``cifar10``, ``sir``, ...); ``train_split``
             is read from it. ``eval_dataset``/``eval_split``: the set whose metrics are recorded
             (default: ``dataset``'s ``test`` split). ``train_limit``/``eval_limit``: use only the
             first ``n`` examples (in the set's official order) when set.
@@ -191,13 +191,13 @@ def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
 # LipNet (the paper trains margins 0.07/0.15/0.3), cross-entropy for the unconstrained-norm
 # Hamiltonian and volume-preserving nets; SGD + Nesterov, cosine schedule, crop + flip.
 FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
-    "lipnet": dict(dataset="cifar10-jpeg75", eval_dataset="cifar10-real", epochs=100, batch_size=256,
+    "lipnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=100, batch_size=256,
                    lr=0.05, loss="hinge", margin=0.15, optimizer="sgd", weight_decay=0.0,
                    schedule="cosine", warmup_epochs=2.0, augment="crop_flip", ema=0.999),
-    "hamnet": dict(dataset="cifar10-jpeg75", eval_dataset="cifar10-real", epochs=100, batch_size=256,
+    "hamnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=100, batch_size=256,
                    lr=0.1, loss="ce", optimizer="sgd", weight_decay=5e-4, schedule="cosine",
                    warmup_epochs=2.0, augment="crop_flip", ema=0.999, grad_clip=5.0),
-    "vpnet": dict(dataset="cifar10-jpeg75", eval_dataset="cifar10-real", epochs=100, batch_size=256,
+    "vpnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=100, batch_size=256,
                   lr=0.1, loss="ce", optimizer="sgd", weight_decay=5e-4, schedule="cosine",
                   warmup_epochs=2.0, augment="crop_flip", ema=0.999, grad_clip=5.0),
     # SIR flow map: 1,000 initial conditions on the simplex (900 train / 100 test), full-batch-ish
@@ -206,6 +206,11 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
                     optimizer="adam", momentum=0.0, nesterov=False, schedule="cosine", augment="none",
                     dataset_args={"n": 1000, "seed": 0, "train_fraction": 0.9}),
 }
+
+
+# The family defaults name CIFAR-10 sets (the real train and test splits, ``cifar10-full``); an
+# architecture registered with ``dataset="cifar100"`` gets the CIFAR-100 set of the same kind.
+_CIFAR100_COUNTERPART = {"cifar10-full": "cifar100-full", "cifar10-real": "cifar100-real", "cifar10": "cifar100"}
 
 
 def default_recipe(arch: str, **overrides: Any) -> Recipe:
@@ -222,9 +227,10 @@ def default_recipe(arch: str, **overrides: Any) -> Recipe:
             f"no default training recipe for family {family!r} (of {arch}); known families: "
             f"{', '.join(sorted(FAMILY_DEFAULTS))}. Pass a full recipe with --recipe FILE.json.")
     base = dict(FAMILY_DEFAULTS[family])
-    # a CIFAR-100 model trains on a CIFAR-100 set by default
-    if info.get("dataset") == "cifar100" and base.get("dataset", "").startswith("cifar10"):
-        base.update(dataset="cifar100", eval_dataset="cifar100-real")
+    # a CIFAR-100 architecture trains and evaluates on the CIFAR-100 counterpart of its family's sets
+    if info.get("dataset") == "cifar100":
+        for key in ("dataset", "eval_dataset"):
+            base[key] = _CIFAR100_COUNTERPART.get(base.get(key), base.get(key))
     base.update({k: v for k, v in overrides.items() if v is not None})
     if "warmup_epochs" not in overrides:  # shorter runs get a proportionally shorter warm-up
         base["warmup_epochs"] = min(base.get("warmup_epochs", 0.0), base["epochs"] / 10)
