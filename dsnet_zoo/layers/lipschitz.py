@@ -346,6 +346,10 @@ class ConstrainedLinearMap(CachedModule):
     covers every ``n <= input_size``, circular padding exactly ``n == input_size``; other inputs raise.
     """
 
+    # Mixed precision: the normaliser runs in float32 by itself (see ``_compute_weight``), so the training
+    # loop's bf16 autocast may run the map's own conv/matmul in bf16 like any other layer's.
+    autocast_float32 = False
+
     def __init__(self, in_features: int, out_features: int, kernel_size: int | None = 3, *,
                  input_size: int | None = None, bias: bool = True, padding_mode: str = "zeros",
                  normalize: bool = True, max_norm: float = 1.0, method: str = "eig",

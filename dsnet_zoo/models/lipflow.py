@@ -77,7 +77,7 @@ class LipFlowNet(ZooClassifier):
     def __init__(self, num_classes: int = 10, *, in_chans: int = 3, img_size: int = 32,
                  conv_stages: Sequence[Sequence[int]] = ((32, 2), (64, 2)), conv_hidden: float = 1.0,
                  dense_width: int = 512, dense_depth: int = 2, dense_hidden: int | None = None,
-                 norm_mean: Sequence[float] = CIFAR10_MEAN, cert_every: int = 10) -> None:
+                 norm_mean: Sequence[float] = CIFAR10_MEAN, cert_every: int = 50) -> None:
         super().__init__()
         if len(norm_mean) != in_chans:
             raise ValueError(f"norm_mean needs {in_chans} entries, got {tuple(norm_mean)}")

@@ -17,9 +17,9 @@ is checkpointed. It needs the same device type, thread count and library version
 
 Mixed precision: with ``amp`` ``bf16`` (``auto`` on CUDA) the forward pass runs under bf16
 autocast, so convolutions and matmuls run in bf16; normalisation layers and constraint modules
-(any module with ``_compute_weight``, the 1-Lipschitz layers' normaliser, or with
-``autocast_float32 = True``; a module that sets ``autocast_float32 = False`` manages its own
-precision) run with autocast off on float32 inputs, and losses, bounds and
+(any module with ``_compute_weight`` or with ``autocast_float32 = True``; a module that sets
+``autocast_float32 = False`` manages its own precision, as the 1-Lipschitz layers' maps do: their
+normaliser runs in float32, their conv or matmul in bf16) run with autocast off on float32 inputs, and losses, bounds and
 evaluation are float32. Parameters and optimizer states stay float32.
 """
 from __future__ import annotations
