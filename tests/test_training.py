@@ -13,7 +13,7 @@ import dsnet_zoo
 from dsnet_zoo import registry
 from dsnet_zoo.cli import main as cli_main
 from dsnet_zoo.hub import sha256_file
-from dsnet_zoo.training import (Recipe, RecipeError, certified_cross_entropy, crop_flip, default_recipe,
+from dsnet_zoo.training import (Recipe, RecipeError, TrainData, certified_cross_entropy, crop_flip, default_recipe,
                                 epoch_order, multiclass_hinge, train)
 from dsnet_zoo.training.data import global_batches
 from dsnet_zoo.training.loop import _float32_islands
@@ -357,3 +357,39 @@ def test_massnet_sir_zoo_weights_meet_the_recorded_targets():
     mlp = torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3)).double()
     with torch.no_grad():
         assert float(((mlp(x).sum(1) - x.sum(1)).abs() / x.sum(1)).max()) > 1e-6
+
+
+def _image_task(n_train: int, n_eval: int, classes: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n_train + n_eval, 3, 32, 32), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, classes, (n_train + n_eval,), generator=g)
+    return TrainData(x[:n_train], y[:n_train], x[n_train:], y[n_train:], "classification", classes, {})
+
+
+@pytest.mark.parametrize("arch, model_args, extra", [
+    # the paper's layout, as the issue's user ran it (hinge, float32)
+    ("lipnet_conv_cifar100", {"widths": [4, 4, 4], "depth": 2, "cert_every": 3}, {}),
+    # the flagship's recipe path: certified CE, bf16 autocast, channels_last, EMA
+    ("lipnet_cifar10", {"conv_stages": [[4, 1], [8, 1]], "dense_width": 32, "dense_depth": 1, "cert_every": 3},
+     {"loss": "certified_ce", "temperature": 4.0, "amp": "bf16", "channels_last": True, "ema": 0.9}),
+])
+def test_resume_is_bit_for_bit_for_lipnets(tmp_path, arch, model_args, extra):
+    """Interrupted in epoch 3 and resumed: the same weights as an uninterrupted run. Needs the
+    training-time normalisers' power vectors and refresh counters in the checkpoint (4 steps per
+    epoch, a certified refresh every 3: the counter is mid-period at every epoch boundary)."""
+    classes = 100 if arch.endswith("100") else 10
+    data = _image_task(64, 16, classes)
+    recipe = Recipe(**{**dict(model=arch, dataset="synthetic-32", epochs=3, batch_size=16, lr=0.05, loss="hinge",
+                              margin=0.15, augment="crop_flip", model_args=model_args), **extra})
+    kw = dict(progress=False, plot=False, data=data, write_hub=False)
+    straight = train(recipe, tmp_path / "a", **kw)
+    train(recipe, tmp_path / "b", stop_after=2, **kw)
+    resumed = train(recipe, tmp_path / "b", resume=True, **kw)
+    for k, v in straight.state.items():
+        assert torch.equal(v, resumed.state[k]), k
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["normalizers"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["normalizers"]
+    assert a.keys() == b.keys() and a
+    for name in a:
+        for k in a[name]:
+            assert torch.equal(a[name][k], b[name][k]), (name, k)

@@ -265,6 +265,8 @@ def write_plot(history: list[dict[str, Any]], path: Path, title: str = "") -> No
     if all("eval_acc" in h for h in history):
         b.plot(ep, [h["train_acc"] for h in history], label="train")
         b.plot(ep, [h["eval_acc"] for h in history], label="eval")
+        if all("eval_cert_acc" in h for h in history):
+            b.plot(ep, [h["eval_cert_acc"] for h in history], label="eval, certified at 36/255")
         b.set_ylabel("accuracy (%)")
     else:
         b.plot(ep, [h["eval_mse"] for h in history], label="eval MSE")

@@ -17,7 +17,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
-__all__ = ["Recipe", "RecipeError", "default_recipe", "FAMILY_DEFAULTS", "RECIPE_VERSION"]
+__all__ = ["Recipe", "RecipeError", "default_recipe", "FAMILY_DEFAULTS", "ARCH_DEFAULTS", "RECIPE_VERSION"]
 
 RECIPE_VERSION = 1
 
@@ -53,7 +53,8 @@ class Recipe:
         logits raised by ``sqrt(2) * L * cert_eps``, temperature ``temperature``; for
         1-Lipschitz nets), ``mse`` (regression).
     Other: augment (``crop_flip``: 4-pixel zero-padded random crop and horizontal flip),
-        ema (decay of a weight EMA, or None), amp (``auto``: bf16 autocast on CUDA, none on CPU),
+        ema (decay of a weight EMA, or None), amp (``auto``: bf16 autocast on CUDA, none on CPU;
+        ``bf16``: bf16 autocast on any device), channels_last (NHWC model and inputs),
         seed (model init, augmentation), data_seed (data order), tag (the weights' tag).
     """
 
@@ -85,6 +86,7 @@ class Recipe:
     augment: str = "none"
     ema: float | None = None
     amp: str = "auto"
+    channels_last: bool = False
     seed: int = 0
     data_seed: int = 0
     tag: str = "custom"
@@ -208,13 +210,28 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+# Architectures whose default differs from their family's. The certified flagship (``lipnet_cifar10``,
+# :class:`~dsnet_zoo.models.lipflow.LipFlowNet`) trains with the recipe of its shipped weights:
+# certified cross-entropy (offset sqrt(2) * 0.2, logits scaled by 4 inside the softmax), Adam, bf16
+# autocast and channels_last (the fast CPU path), certified normaliser refresh every 50 steps.
+_FLAGSHIP = dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=50, batch_size=256, lr=2e-3,
+                 optimizer="adam", momentum=0.0, nesterov=False, loss="certified_ce", cert_eps=0.2,
+                 temperature=4.0, schedule="cosine", warmup_epochs=2.0, augment="crop_flip", ema=0.999,
+                 amp="bf16", channels_last=True, model_args={"cert_every": 50})
+ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
+    "lipnet_cifar10": _FLAGSHIP,
+    "lipnet_cifar100": dict(_FLAGSHIP, epochs=30),
+}
+
+
 # The family defaults name CIFAR-10 sets (the real train and test splits, ``cifar10-full``); an
 # architecture registered with ``dataset="cifar100"`` gets the CIFAR-100 set of the same kind.
 _CIFAR100_COUNTERPART = {"cifar10-full": "cifar100-full", "cifar10-real": "cifar100-real", "cifar10": "cifar100"}
 
 
 def default_recipe(arch: str, **overrides: Any) -> Recipe:
-    """The default recipe of ``arch``'s family, with ``overrides`` applied (``None`` values ignored).
+    """The default recipe of ``arch`` (its own in ``ARCH_DEFAULTS``, else its family's), with ``overrides``
+    applied (``None`` values ignored).
 
     The warm-up is ``min(family warm-up, epochs / 10)`` epochs unless given, so ``--epochs 1`` works.
     """
@@ -226,7 +243,7 @@ def default_recipe(arch: str, **overrides: Any) -> Recipe:
         raise RecipeError(
             f"no default training recipe for family {family!r} (of {arch}); known families: "
             f"{', '.join(sorted(FAMILY_DEFAULTS))}. Pass a full recipe with --recipe FILE.json.")
-    base = dict(FAMILY_DEFAULTS[family])
+    base = dict(ARCH_DEFAULTS.get(arch, FAMILY_DEFAULTS[family]))
     # a CIFAR-100 architecture trains and evaluates on the CIFAR-100 counterpart of its family's sets
     if info.get("dataset") == "cifar100":
         for key in ("dataset", "eval_dataset"):
