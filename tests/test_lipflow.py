@@ -105,3 +105,29 @@ def test_bf16_autocast_keeps_the_normaliser_in_float32():
         w = m.stages[0].steps[0].A.weight
         out = m(torch.rand(2, 3, 32, 32))
     assert w.dtype == torch.float32 and out.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("arch, dataset", [("lipnet_cifar100", "cifar100-full")])
+def test_shipped_flagship_weights_are_certified_and_meet_their_recorded_metrics(arch, dataset, full_data_dir):
+    """The committed weights (hub/) load strictly with their sha256 as the default tag; in float64 the
+    certified bound of the exact weights is <= 1 and gradient ascent on real test images stays below it; the
+    clean and certified accuracies on the full real test set are the recorded ones."""
+    from dsnet_zoo.data import load_dataset
+    from dsnet_zoo.evaluation import evaluate
+    from dsnet_zoo.registry import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(arch, required=True)  # the default tag
+    assert cfg.source == "dsnet_zoo" and cfg.sha256 and cfg.dataset == dataset
+    model = dsnet_zoo.create(arch, pretrained=True)
+    m64 = model.double().eval()
+    bound = m64.lipschitz_upper_bound()
+    assert bound <= 1.0 + TOL
+    x = load_dataset(dataset, "test", n=8, data_dir=full_data_dir).x.double() / 255
+    assert empirical_lipschitz(m64, x[:4], x[4:], steps=10) <= bound * (1 + TOL)
+    record = evaluate(f"{arch}.{cfg.tag}", dataset, data_dir=full_data_dir, metrics=["clean", "certified"],
+                      progress=False)
+    assert record["dataset"]["n"] == len(load_dataset(dataset, "test", data_dir=full_data_dir))
+    recorded = cfg.metrics[dataset]
+    assert 100 * record["metrics"]["clean"]["accuracy"] == pytest.approx(recorded["clean"], abs=0.05)
+    for key, value in record["metrics"]["certified"]["accuracy"].items():
+        assert 100 * value == pytest.approx(recorded[f"certified_l2_{key.split(':')[1]}"], abs=0.05), key
