@@ -107,7 +107,7 @@ def test_bf16_autocast_keeps_the_normaliser_in_float32():
     assert w.dtype == torch.float32 and out.dtype == torch.bfloat16
 
 
-@pytest.mark.parametrize("arch, dataset", [("lipnet_cifar100", "cifar100-full")])
+@pytest.mark.parametrize("arch, dataset", [("lipnet_cifar10", "cifar10-full"), ("lipnet_cifar100", "cifar100-full")])
 def test_shipped_flagship_weights_are_certified_and_meet_their_recorded_metrics(arch, dataset, full_data_dir):
     """The committed weights (hub/) load strictly with their sha256 as the default tag; in float64 the
     certified bound of the exact weights is <= 1 and gradient ascent on real test images stays below it; the
