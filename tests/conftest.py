@@ -17,6 +17,16 @@ from dsnet_zoo.models import ZooClassifier, build_model
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def randomise(model, seed=0, scale=2.0):
+    """Random weights (``scale`` for matrices and kernels, 0.5 for vectors and scalars): property tests check
+    certified bounds on weights far from any initialisation."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (scale if p.dim() > 1 else 0.5))
+    return model
+
+
 def env_path(var: str, *required: str) -> Path:
     """The folder named by ``var`` with ``required`` files checked; skip when ``var`` is unset."""
     value = os.environ.get(var)

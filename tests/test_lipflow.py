@@ -9,15 +9,9 @@ from dsnet_zoo.layers.gradient_flow import ContractiveStep
 from dsnet_zoo.layers.lipschitz import empirical_lipschitz
 from dsnet_zoo.models.lipflow import LipFlowNet
 
+from conftest import randomise
+
 TOL = 1e-6
-
-
-def randomise(model, seed=0, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (scale if p.dim() > 1 else 0.5))
-    return model
 
 
 def small(seed, **kw):

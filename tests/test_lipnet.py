@@ -9,15 +9,9 @@ import dsnet_zoo
 from dsnet_zoo.layers.lipschitz import LipConv2d, empirical_lipschitz
 from dsnet_zoo.models.lipnet import LipBlock, LipNet
 
+from conftest import randomise
+
 TOL = 1e-6  # the end-to-end tolerance
-
-
-def randomise(model, seed=0, scale=2.0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * (scale if p.dim() > 1 else 0.5))
-    return model
 
 
 @pytest.fixture(scope="module")
