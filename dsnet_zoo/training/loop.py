@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..evaluation.certify import certified_radii
 from ..evaluation.metrics import DEFAULT_CERT_EPS
 from ..layers.lipschitz import load_normalizer_states, normalizer_states
 from ..utils import atomic_write_bytes, atomic_write_text, resolve_device
@@ -206,8 +207,6 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
     in eval mode, without autocast. With ``cert_eps`` and a model with a certified bound, also
     ``cert_acc``: the percentage certified at L2 radius ``cert_eps`` (global certificate); the training
     log records it at 36/255."""
-    from ..evaluation.certify import certified_radii  # the evaluation package imports training lazily too
-
     was = model.training
     model.eval()
     bound_fn = getattr(model, "lipschitz_upper_bound", None) if cert_eps is not None else None
@@ -392,7 +391,11 @@ def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.Path
             model.load_state_dict(state["model"])
             # after load_state_dict, which resets them: the training-time normalisers' power vectors
             # and refresh counters evolve like the weights and are needed for a bit-for-bit resume
-            load_normalizer_states(model, state.get("normalizers") or {})
+            if "normalizers" in state:
+                load_normalizer_states(model, state["normalizers"])
+            elif main and normalizer_states(model):
+                log(f"{ckpt_path} predates the saved normaliser state: resuming, but not bit for bit "
+                    "(the power vectors restart and the certified ratio is refreshed at the next step)")
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
             if ema is not None:
