@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from dsnet_zoo.evaluation import (Column, CrossCheckError, Metric, atomic_write_json, evaluate, register_metric)
+from dsnet_zoo.evaluation import (Column, CrossCheckError, Metric, atomic_write_json, evaluate, format_eps,
+                                  register_metric)
 from dsnet_zoo.evaluation.reference import LinearReference, nearest_prototype_weights, prototype_data
 
 
@@ -224,6 +225,84 @@ def test_understated_bound_is_caught_by_the_attack_cross_check(tmp_path):
         _run(liar, data, tmp_path, name="liar", metrics=["certified", "autoattack"], batch_size=6,
              aa_threats=[("L2", 0.5)])
     assert not (tmp_path / "liar.json").exists()
+
+
+class _LooseBound(LinearReference):
+    """The same linear model with a valid but twice too large bound: its radii are half the exact
+    distances, so some points are robust at eps without being certified."""
+
+    def feature_lipschitz_upper_bound(self):
+        return 2.0 * super().feature_lipschitz_upper_bound()
+
+
+def _aa_columns(res, key):
+    side = res["_examples"]
+    return {s: np.asarray(side[key + s]) for s in ("", "/skipped", "/sampled")}
+
+
+@pytest.mark.parametrize("cls", [LinearReference, _LooseBound])
+def test_certificate_aware_autoattack_equals_a_full_run(tmp_path, cls):
+    base, data = _model_and_data(n=12, seed=3)
+    m = cls().eval()
+    m.load_state_dict(base.state_dict())
+    threats = [("L2", 0.5), ("L2", 36 / 255)]
+    kw = dict(metrics=["certified", "autoattack"], batch_size=12, seed=5, aa_threats=threats)
+    full = _run(m, data, tmp_path, name="full", aa_mode="full", **kw)
+    aware = _run(m, data, tmp_path, name="aware", aa_cert_sample=2, **kw)
+    assert full["metrics"]["autoattack"]["mode"] == "full"
+    assert aware["metrics"]["autoattack"]["mode"] == "certificate-aware"
+    x, y = data.float_batch(0, len(data))
+    exact = m.exact_min_distance(x, y).numpy()
+    radius = np.asarray(aware["_examples"]["certified/radius"])
+    correct = np.asarray(aware["_examples"]["clean/correct"], dtype=bool)
+    skipped_total = certified_total = 0
+    for norm, eps in threats:
+        key = f"autoattack/{norm}/{format_eps(eps)}"
+        a, f = _aa_columns(aware, key), _aa_columns(full, key)
+        # the same robust points, hence the same robust accuracy, as standard AutoAttack on every point
+        assert np.array_equal(a[""], f[""])
+        assert aware["metrics"]["autoattack"]["accuracy"][f"{norm}:{format_eps(eps)}"] == \
+            full["metrics"]["autoattack"]["accuracy"][f"{norm}:{format_eps(eps)}"]
+        # and the truth for a linear model: robust exactly when the boundary is farther than eps
+        assert np.array_equal(a[""], correct & (exact > eps))
+        certified = correct & (radius > eps)
+        assert np.array_equal(a["/skipped"] | a["/sampled"], certified)
+        assert a["/sampled"].sum() == min(2, certified.sum())
+        assert not f["/skipped"].any() and not f["/sampled"].any()
+        cost = aware["metrics"]["autoattack"]["cost"][f"{norm}:{format_eps(eps)}"]
+        assert cost["certified_skipped"] == a["/skipped"].sum()
+        assert cost["attacked"] == (correct & ~certified).sum()
+        if cost["certified_sampled"]:
+            assert cost["estimated_seconds_saved"] >= 0
+        skipped_total += cost["certified_skipped"]
+        certified_total += certified.sum()
+    if cls is _LooseBound:
+        # the loose certificate leaves robust but uncertified points: the attack decided them
+        assert any(np.any(_aa_columns(aware, f"autoattack/L2/{format_eps(e)}")[""] & (radius <= e))
+                   for _, e in threats)
+    assert certified_total > 0  # the certificate-aware path was exercised
+    if cls is LinearReference:
+        assert skipped_total > 0  # the saving is real: certified points were not attacked
+
+
+@pytest.mark.parametrize("mode", ["auto", "full"])
+def test_understated_bound_is_caught_in_both_autoattack_modes(tmp_path, mode):
+    m, data = _model_and_data(n=12, seed=3, std=(0.25, 0.25, 0.25))
+    liar = _ForgetsStd(norm_std=(0.25, 0.25, 0.25))
+    liar.load_state_dict(m.state_dict())
+    liar.eval()
+    with pytest.raises(CrossCheckError, match="understated"):
+        _run(liar, data, tmp_path, name="liar", metrics=["certified", "autoattack"], batch_size=12,
+             aa_threats=[("L2", 0.5)], aa_mode=mode)
+    assert not (tmp_path / "liar.json").exists() and not (tmp_path / "liar.examples.json").exists()
+
+
+def test_autoattack_options_are_checked(tmp_path):
+    m, data = _model_and_data(n=4)
+    with pytest.raises(ValueError, match="aa_mode"):
+        _run(m, data, tmp_path, metrics=["autoattack"], aa_mode="fast")
+    with pytest.raises(ValueError, match="aa_cert_sample"):
+        _run(m, data, tmp_path, metrics=["autoattack"], aa_cert_sample=0)
 
 
 def test_paper_pgd_on_a_tiny_model(tmp_path):

@@ -36,6 +36,11 @@ def add_parser(sub) -> None:
     p.add_argument("--eps", help="L2 radii of the certified metric, e.g. 36/255,72/255 (default: 36,72,108,255 /255)")
     p.add_argument("--paper-eps", help="L2 radii of paper-pgd (default: the paper's grid 8/255 .. 1.0)")
     p.add_argument("--aa-threats", help="AutoAttack threat models NORM:EPS,... (default: L2:0.5,L2:36/255,Linf:8/255)")
+    p.add_argument("--aa-full", action="store_true",
+                   help="AutoAttack every correct point; by default models with a provable bound are attacked "
+                        "certificate-aware (certified points skipped, a seeded sample of them attacked as a check)")
+    p.add_argument("--aa-cert-sample", type=int, default=32,
+                   help="certified points attacked per batch and threat as the cross-check (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: auto)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -77,7 +82,8 @@ def run(args) -> int:
         result = evaluate(args.name, args.dataset, split=args.split, data_dir=args.data_dir, n=args.n,
                           metrics=metrics, device=args.device, batch_size=args.batch_size, seed=args.seed,
                           out=args.out, restart=args.restart, max_batches=args.max_batches,
-                          progress=not args.no_progress, arch=args.arch, **kw)
+                          progress=not args.no_progress, arch=args.arch,
+                          aa_mode="full" if args.aa_full else "auto", aa_cert_sample=args.aa_cert_sample, **kw)
     except CrossCheckError as e:
         print(f"dsnet-zoo eval: CROSS-CHECK FAILED, no result written:\n{e}", file=sys.stderr)
         return EXIT_CROSS_CHECK

@@ -7,6 +7,7 @@ new attack registered with :func:`register_metric` is checked like the built-in 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable
@@ -14,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-__all__ = ["Column", "Metric", "MetricContext", "Batch", "register_metric", "get_metric", "list_metrics",
+__all__ = ["CrossCheckError", "CertifiedPointBroken", "AA_MODES", "Column", "Metric", "MetricContext", "Batch", "register_metric", "get_metric", "list_metrics",
            "format_eps", "parse_eps", "DEFAULT_CERT_EPS", "PAPER_EPS", "DEFAULT_METRICS"]
 
 DEFAULT_CERT_EPS: tuple[float, ...] = (36 / 255, 72 / 255, 108 / 255, 255 / 255)
@@ -45,7 +46,8 @@ def parse_eps(text: str) -> float:
 
 @dataclass(frozen=True)
 class Column:
-    """One per-example outcome. ``kind``: 'pred', 'correct', 'radius', 'certified', 'robust' or 'info'."""
+    """One per-example outcome. ``kind``: 'pred', 'correct', 'radius', 'certified', 'robust', 'info' (bool)
+    or 'value' (float)."""
 
     name: str
     kind: str
@@ -65,6 +67,9 @@ class MetricContext:
     paper_eps: tuple[float, ...]
     aa_threats: tuple[tuple[str, float], ...]
     bound_info: dict[str, Any]
+    # AutoAttack: "auto" = certificate-aware when the model has a bound, "full" = every correct point
+    aa_mode: str = "auto"
+    aa_cert_sample: int = 32  # certified points attacked per batch and threat as a cross-check
 
 
 @dataclass
@@ -174,44 +179,147 @@ class CertifiedAccuracy(Metric):
         return out
 
 
+AA_MODES = ("auto", "full")
+
+
+class CrossCheckError(AssertionError):
+    """Per-example outcomes contradict each other: a certified point was broken by an attack (the
+    Lipschitz bound is wrong or there is a bug), or a point is robust but misclassified."""
+
+
+class CertifiedPointBroken(CrossCheckError):
+    """A point the certificate proves robust was broken by AutoAttack: the bound is wrong (or a bug)."""
+
+
 @register_metric("autoattack")
 class AutoAttackMetric(Metric):
-    """Standard AutoAttack at each threat model (default: L2 0.5, L2 36/255, Linf 8/255)."""
+    """Standard AutoAttack at each threat model (default: L2 0.5, L2 36/255, Linf 8/255).
+
+    Certificate-aware (``aa_mode='auto'`` and a model with a provable bound): a correct point whose
+    certified L2 radius exceeds the threat's reach (``eps`` for L2, ``sqrt(d) eps`` for Linf, since
+    ``||delta||_2 <= sqrt(d) ||delta||_inf``) cannot be broken, so AutoAttack runs only on the correct
+    points that are not certified; misclassified points are never robust (standard AutoAttack skips them
+    too). As a cross-check, ``aa_cert_sample`` certified points per batch and threat (seeded) are attacked
+    as well; breaking any of them raises :class:`CertifiedPointBroken` (a :class:`CrossCheckError` for the
+    runner: no result is written). The robust accuracy is the number standard AutoAttack gives on all
+    points, provided the certificate holds (which the sample checks): standard AutoAttack cannot break a
+    certified point either. Recorded per threat: points attacked, certified points skipped, the sample,
+    attack seconds, and the seconds saved, estimated from the measured time per sampled certified point
+    (certified points are the expensive ones: they survive all four attacks).
+    """
 
     def columns(self, ctx):
         cols = []
         for norm, eps in ctx.aa_threats:
-            cols.append(Column(f"autoattack/{norm}/{format_eps(eps)}", "robust", norm=norm, eps=eps))
-            cols.append(Column(f"autoattack/{norm}/{format_eps(eps)}/invalid", "info", norm=norm, eps=eps))
+            key = f"autoattack/{norm}/{format_eps(eps)}"
+            cols.append(Column(key, "robust", norm=norm, eps=eps))
+            cols.append(Column(key + "/invalid", "info", norm=norm, eps=eps))
+            cols.append(Column(key + "/skipped", "info", norm=norm, eps=eps))
+            cols.append(Column(key + "/sampled", "info", norm=norm, eps=eps))
+            cols.append(Column(key + "/seconds", "value", norm=norm, eps=eps))
         return cols
+
+    def certificate_aware(self, ctx) -> bool:
+        return ctx.aa_mode == "auto" and ctx.bound_info.get("bound") is not None
 
     def setup(self, ctx):
         from .attacks import STANDARD_ATTACKS, autoattack_backend
 
+        if ctx.aa_mode not in AA_MODES:
+            raise ValueError(f"aa_mode must be one of {AA_MODES}, got {ctx.aa_mode!r}")
+        if ctx.aa_cert_sample < 1:
+            raise ValueError(f"aa_cert_sample must be at least 1, got {ctx.aa_cert_sample}")
         self.backend = autoattack_backend()
         self.flags: list[str] = []
-        return {"package": self.backend.package, "package_version": self.backend.version,
-                "aa_version": "standard", "attacks": list(STANDARD_ATTACKS),
-                "settings": "APGD-CE 1 restart x 100 it; APGD-T and FAB-T 9 target classes; Square 5,000 queries",
-                "threats": [f"{n}:{format_eps(e)}" for n, e in ctx.aa_threats], "seed": ctx.seed}
+        rec = {"package": self.backend.package, "package_version": self.backend.version,
+               "aa_version": "standard", "attacks": list(STANDARD_ATTACKS),
+               "settings": "APGD-CE 1 restart x 100 it; APGD-T and FAB-T 9 target classes; Square 5,000 queries",
+               "threats": [f"{n}:{format_eps(e)}" for n, e in ctx.aa_threats], "seed": ctx.seed}
+        if self.certificate_aware(ctx):
+            rec["mode"] = "certificate-aware"
+            rec["cross_check_sample_per_batch"] = ctx.aa_cert_sample
+        else:
+            rec["mode"] = "full"
+        return rec
 
-    def run_batch(self, ctx, batch):
+    def _attack(self, ctx, x, y, norm, eps, seed):
         from .attacks import run_autoattack
 
+        t = time.perf_counter()
+        res = run_autoattack(ctx.model, x, y, norm=norm, eps=eps, seed=seed, device=ctx.device, backend=self.backend)
+        self.flags.extend(m for m in res["flags"] if m not in self.flags)
+        return res["robust"].numpy(), res["invalid"].numpy(), time.perf_counter() - t
+
+    def run_batch(self, ctx, batch):
         out = {}
-        for norm, eps in ctx.aa_threats:
-            res = run_autoattack(ctx.model, batch.x, batch.y, norm=norm, eps=eps, seed=batch.seed,
-                                 device=ctx.device, backend=self.backend)
+        n = len(batch.x)
+        correct = (batch.logits.argmax(1) == batch.y).cpu().numpy()
+        radius = batch.radii["radius"].cpu().numpy()
+        aware = self.certificate_aware(ctx)
+        for t, (norm, eps) in enumerate(ctx.aa_threats):
             key = f"autoattack/{norm}/{format_eps(eps)}"
-            out[key] = res["robust"].numpy()
-            out[key + "/invalid"] = res["invalid"].numpy()
-            self.flags.extend(m for m in res["flags"] if m not in self.flags)
+            robust = np.zeros(n, dtype=bool)
+            invalid = np.zeros(n, dtype=bool)
+            skipped = np.zeros(n, dtype=bool)
+            sampled = np.zeros(n, dtype=bool)
+            seconds = np.zeros(n, dtype=np.float64)
+            if aware:
+                reach = eps if norm == "L2" else eps * math.sqrt(ctx.input_dim)
+                certified = correct & (radius > reach)
+                rng = np.random.default_rng([batch.seed, t])
+                cert_idx = np.flatnonzero(certified)
+                pick = np.sort(rng.choice(cert_idx, size=min(len(cert_idx), ctx.aa_cert_sample), replace=False))
+                sampled[pick] = True
+                skipped = certified & ~sampled
+                robust[certified] = True
+                groups = [np.flatnonzero(correct & ~certified), pick]
+            else:
+                groups = [np.arange(n)]
+            for g, idx in enumerate(groups):
+                if len(idx) == 0:
+                    continue
+                # the same seed as a full run of this batch: the attack's randomness is per batch and threat
+                r, inv, sec = self._attack(ctx, batch.x[idx], batch.y[idx], norm, eps, batch.seed)
+                invalid[idx] = inv
+                seconds[idx] = sec / len(idx)
+                if aware and g == 1:
+                    if not r.all():
+                        bad = idx[~r]
+                        raise CertifiedPointBroken(
+                            f"AutoAttack ({norm}, eps={format_eps(eps)}) broke {len(bad)} certified point(s) in batch "
+                            f"{batch.index} (positions {bad.tolist()[:10]} in the batch, certified L2 radii "
+                            f"{[float(radius[i]) for i in bad[:10]]} > reach {reach:.6g}): the Lipschitz bound is "
+                            "understated or the certificate has a bug")
+                else:
+                    robust[idx] = r
+            out[key] = robust
+            out[key + "/invalid"] = invalid
+            out[key + "/skipped"] = skipped
+            out[key + "/sampled"] = sampled
+            out[key + "/seconds"] = seconds
         return out
 
     def summarize(self, ctx, table, record):
         out = super().summarize(ctx, table, record)
-        out["invalid_points"] = {f"{n}:{format_eps(e)}": int(np.sum(table[f"autoattack/{n}/{format_eps(e)}/invalid"]))
-                                 for n, e in ctx.aa_threats}
+        out["invalid_points"] = {}
+        out["cost"] = {}
+        for norm, eps in ctx.aa_threats:
+            name = f"{norm}:{format_eps(eps)}"
+            key = f"autoattack/{norm}/{format_eps(eps)}"
+            out["invalid_points"][name] = int(np.sum(table[key + "/invalid"]))
+            seconds = table[key + "/seconds"]
+            skipped, sampled = table[key + "/skipped"], table[key + "/sampled"]
+            attacked = ~skipped & ~sampled & table["clean/correct"].astype(bool)
+            sample_s = float(np.sum(seconds[sampled]))
+            n_sampled = int(np.sum(sampled))
+            cost = {"attacked": int(np.sum(attacked)), "certified_skipped": int(np.sum(skipped)),
+                    "certified_sampled": n_sampled, "attack_seconds": round(float(np.sum(seconds)), 3),
+                    "sample_seconds": round(sample_s, 3)}
+            if record.get("mode") == "certificate-aware":
+                cost["estimated_seconds_saved"] = (round(sample_s / n_sampled * int(np.sum(skipped)), 3)
+                                                   if n_sampled else None)
+                cost["saving_estimate"] = "certified points skipped x measured seconds per sampled certified point"
+            out["cost"][name] = cost
         return out
 
 

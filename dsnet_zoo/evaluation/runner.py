@@ -30,18 +30,13 @@ from torch import nn
 
 from ..utils import atomic_write_text, resolve_device
 from .certify import Certifier
-from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, MetricContext, format_eps,
-                      get_metric)
+from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, CrossCheckError, MetricContext,
+                      format_eps, get_metric)
 
 __all__ = ["evaluate", "load_for_eval", "cross_check", "CrossCheckError", "atomic_write_text",
            "atomic_write_json", "result_stem", "SCHEMA"]
 
 SCHEMA = "dsnet_zoo.eval/1"
-
-
-class CrossCheckError(AssertionError):
-    """Per-example outcomes contradict each other: a certified point was broken by an attack (the
-    Lipschitz bound is wrong or there is a bug), or a point is robust but misclassified."""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -69,9 +64,29 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def result_stem(name: str, dataset: str, metrics: Sequence[str]) -> str:
-    """File stem of a result: ``<arch.tag>__<dataset>__<metric-set>``."""
-    return f"{name}__{dataset}__{'+'.join(sorted(set(metrics)))}"
+def result_stem(name: str, dataset: str, metrics: Sequence[str], *, n: int | None = None,
+                weights_sha256: str | None = None, split: str = "test", settings: dict[str, Any] | None = None) -> str:
+    """File stem of a result, from everything that defines it:
+    ``<arch.tag>__<dataset>[.<split>]__n<n>__w<sha256[:8]>__<metric-set>[__s<hash>]``.
+
+    The split appears when it is not ``test``; ``settings`` (the non-default settings that change
+    the numbers: radii, threats, seed, ...) add a short hash of themselves. Without ``n`` and
+    ``weights_sha256`` the stem is ``<arch.tag>__<dataset>__<metric-set>`` (only for names that
+    need no uniqueness, such as a cache folder that carries its own fingerprint)."""
+    if n is not None and n <= 0:
+        raise ValueError(f"n must be positive, got {n}")
+    parts = [name, dataset if split == "test" else f"{dataset}.{split}"]
+    if n is not None:
+        parts.append(f"n{int(n)}")
+    if weights_sha256 is not None:
+        if len(weights_sha256) < 8 or any(c not in "0123456789abcdef" for c in weights_sha256.lower()):
+            raise ValueError(f"weights_sha256 must be a hex digest, got {weights_sha256!r}")
+        parts.append(f"w{weights_sha256.lower()[:8]}")
+    parts.append("+".join(sorted(set(metrics))))
+    if settings:
+        digest = hashlib.sha256(json.dumps(_jsonable(settings), sort_keys=True).encode()).hexdigest()[:8]
+        parts.append(f"s{digest}")
+    return "__".join(parts)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,7 +244,8 @@ def _index_summary(indices: np.ndarray) -> str:
 
 
 def _reproduce_command(ident: dict[str, Any], dataset: str, split: str, n: int, metrics: Sequence[str],
-                       cert_eps, paper_eps, aa_threats, seed: int, batch_size: int) -> str:
+                       cert_eps, paper_eps, aa_threats, seed: int, batch_size: int, aa_mode: str = "auto",
+                       aa_cert_sample: int = 32) -> str:
     parts = ["dsnet-zoo", "eval", ident["name"] if ident.get("checkpoint") is None else ident["checkpoint"],
              "--dataset", dataset, "--n", str(n), "--metrics", ",".join(metrics), "--seed", str(seed),
              "--batch-size", str(batch_size)]
@@ -245,6 +261,10 @@ def _reproduce_command(ident: dict[str, Any], dataset: str, split: str, n: int, 
 
     if tuple(aa_threats) != STANDARD_THREATS and "autoattack" in metrics:
         parts += ["--aa-threats", ",".join(f"{nm}:{format_eps(e)}" for nm, e in aa_threats)]
+    if "autoattack" in metrics and aa_mode != "auto":
+        parts += ["--aa-full"]
+    if "autoattack" in metrics and aa_cert_sample != 32:
+        parts += ["--aa-cert-sample", str(aa_cert_sample)]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -255,12 +275,16 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
              device: str | torch.device = "auto", batch_size: int = 256, seed: int = 0,
              out: str | os.PathLike | None = None, state_dir: str | os.PathLike | None = None,
              restart: bool = False, max_batches: int | None = None, progress: bool = True,
-             arch: str | None = None, ident: dict[str, Any] | None = None) -> dict[str, Any] | None:
+             arch: str | None = None, ident: dict[str, Any] | None = None, aa_mode: str = "auto",
+             aa_cert_sample: int = 32) -> dict[str, Any] | None:
     """Evaluate a model and return the result record (also written to ``out`` when given).
 
     ``model`` is ``arch[.tag]`` (pretrained weights), a checkpoint path (with ``arch``), or an
     ``nn.Module`` (then ``ident`` names it). ``dataset`` is a name (:func:`dsnet_zoo.data.load_dataset`)
     or an :class:`~dsnet_zoo.data.EvalData` built in memory. ``metrics`` from :func:`~.metrics.list_metrics`.
+    ``aa_mode``: ``'auto'`` runs AutoAttack certificate-aware on models with a provable bound (certified
+    points skipped, ``aa_cert_sample`` of them per batch and threat attacked as a cross-check; see
+    :class:`~.metrics.AutoAttackMetric`), ``'full'`` attacks every correct point.
     ``max_batches`` stops after that many newly computed batches (per process) and returns ``None``,
     leaving the state to resume from. Per-example outcomes go to ``<out stem>.examples.json``; the
     returned record also carries them under ``'_examples'`` (not written into the result file).
@@ -292,7 +316,8 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     try:
         return _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, tuple(cert_eps),
                          tuple(paper_eps), aa_threats, dev, batch_size, seed, out, state_dir, restart, max_batches,
-                         progress, world, rank, t0, started, load_dataset)
+                         progress, world, rank, t0, started, load_dataset, aa_mode=aa_mode,
+                         aa_cert_sample=aa_cert_sample)
     finally:
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
@@ -304,7 +329,7 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
 
 def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, cert_eps, paper_eps, aa_threats,
               dev, batch_size, seed, out, state_dir, restart, max_batches, progress, world, rank, t0, started,
-              load_dataset):
+              load_dataset, *, aa_mode="auto", aa_cert_sample=32):
     from ..data import EvalData
 
     if isinstance(dataset, EvalData):
@@ -322,7 +347,7 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
     input_dim = int(np.prod(data.x.shape[1:]))
     ctx = MetricContext(model=model, device=dev, dtype=dtype, seed=seed, num_classes=data.num_classes,
                         input_dim=input_dim, cert_eps=cert_eps, paper_eps=paper_eps, aa_threats=aa_threats,
-                        bound_info=certifier.info)
+                        bound_info=certifier.info, aa_mode=aa_mode, aa_cert_sample=aa_cert_sample)
     records = {m.name: m.setup(ctx) for m in metric_objs}
     columns = [c for m in metric_objs for c in m.columns(ctx)]
 
@@ -331,6 +356,8 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
               "data_md5": data.info.get("md5"), "metrics": metrics, "cert_eps": list(cert_eps),
               "paper_eps": list(paper_eps), "aa_threats": [list(t) for t in aa_threats], "seed": seed,
               "batch_size": batch_size, "dtype": str(dtype)}
+    if "autoattack" in metrics:  # only then, so that the fingerprints of other results stay as they were
+        config["aa_mode"], config["aa_cert_sample"] = aa_mode, aa_cert_sample
     fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
     stem = result_stem(ident["name"], dataset, metrics)
@@ -429,7 +456,7 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
                 "compute_time_s": round(compute, 3), "started": started,
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions()},
         "command": _reproduce_command(ident, dataset, split, n, metrics, cert_eps, paper_eps, aa_threats, seed,
-                                      batch_size),
+                                      batch_size, aa_mode, aa_cert_sample),
     }
     examples = {"name": ident["name"], "dataset": dataset, "split": split, "index": indices,
                 "label": data.y.numpy(), **table}
@@ -474,7 +501,7 @@ def _merge_columns(done: dict[int, Any], n_batches: int, columns: list[Column]) 
     for col in columns:
         parts = [done[b]["columns"][col.name] for b in range(n_batches)]
         flat = [v for p in parts for v in p]
-        if col.kind == "radius":
+        if col.kind in ("radius", "value"):
             table[col.name] = np.array([math.nan if v is None else float(v) for v in flat], dtype=np.float64)
         elif any(v is None for v in flat):
             table[col.name] = np.array(flat, dtype=object)
