@@ -11,7 +11,7 @@ from .hub import WeightsCfg, WeightsError
 from .registry import (UnknownModelError, list_models, list_pretrained, register_model,
                        register_pretrained)
 from . import models  # noqa: F401  (registers the architectures)
-from . import _timm
+from ._import_hook import when_imported
 
 __version__ = "0.1.0"
 
@@ -20,4 +20,12 @@ __all__ = [
     "WeightsCfg", "WeightsError", "UnknownModelError", "__version__",
 ]
 
-_timm.register_all()
+
+def _register_with_timm() -> None:
+    from . import _timm
+
+    _timm.register_all()
+
+
+# timm takes seconds to import: register with it when (and only if) the program imports it
+when_imported("timm", _register_with_timm)
