@@ -505,3 +505,52 @@ def test_cli_refuses_a_port_in_use(hub_root, capsys):
         port = taken.getsockname()[1]
         assert main(["serve-hub", str(hub_root["root"]), "--port", str(port)]) == 2
     assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("raw_path", ["/%E7%BB%84%E7%BB%87/x/resolve/main/config.json".encode(),
+                                      "/组织/x/resolve/main/config.json".encode("utf-8"),
+                                      "/hubtest/%E2%9C%93/resolve/main/config.json".encode()])
+def test_non_latin1_paths_get_an_answer_and_the_server_keeps_serving(hub_root, raw_path):
+    import socket
+
+    with serve_hub(hub_root["root"], quiet=True) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            sock.sendall(b"GET " + raw_path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 404"), head
+        message = [line for line in head.split(b"\r\n") if line.lower().startswith(b"x-error-message:")][0]
+        message.decode("ascii")  # escaped: Latin-1 on the wire, and readable
+        assert "not found" in json.loads(body)["error"].lower()
+        # the handler answered and the server still serves a good request
+        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+        conn.request("HEAD", "/hubtest/plain/resolve/main/config.json")
+        assert conn.getresponse().status == 200
+        conn.close()
+
+
+def test_idle_connections_are_closed(hub_root):
+    import socket
+
+    with serve_hub(hub_root["root"], quiet=True, idle_timeout=0.5) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+            t = time.monotonic()
+            assert sock.recv(1) == b""  # the server closed the idle connection
+            assert time.monotonic() - t < 5
+        with pytest.raises(ValueError, match="idle_timeout"):
+            serve_hub(hub_root["root"], idle_timeout=0)
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_cli_refuses_a_port_out_of_range(hub_root, capsys, port):
+    from dsnet_zoo.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["serve-hub", str(hub_root["root"]), "--port", port])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "is not a port number: give 1-65535, or 0 for a free one" in err and "Traceback" not in err
+    with pytest.raises(ValueError, match="port must be an integer from 0 to 65535"):
+        serve_hub(hub_root["root"], port=99999)

@@ -16,7 +16,9 @@ def add_parser(sub) -> None:
                     "file under DIR may be read by anyone who can reach the port.")
     p.add_argument("dir", help="folder holding <org>/<name>/ repo folders")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8765, help="port; 0 picks a free one (default 8765)")
+    p.add_argument("--port", type=_port, default=8765, help="port; 0 picks a free one (default 8765)")
+    p.add_argument("--idle-timeout", type=float, default=30.0, metavar="S",
+                   help="close a connection idle for S seconds (default 30)")
     p.add_argument("--quiet", action="store_true", help="do not log requests to stderr")
     p.add_argument("--fail-first", type=int, default=0, metavar="N",
                    help="testing aid: answer HTTP 500 to the first N requests")
@@ -27,13 +29,26 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _port(text: str) -> int:
+    import argparse
+
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number: give 1-65535, or 0 for a free one") \
+            from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port number: give 1-65535, or 0 for a free one")
+    return port
+
+
 def run(args) -> int:
     from ..hub.server import HubServer
 
     try:
         server = HubServer(args.dir, args.host, args.port, quiet=args.quiet,
                            fail_first=args.fail_first, fail_match=args.fail_match,
-                           interrupt_first=args.interrupt_first)
+                           interrupt_first=args.interrupt_first, idle_timeout=args.idle_timeout)
     except FileNotFoundError:
         raise
     except OSError as e:  # address in use, no such interface

@@ -365,6 +365,12 @@ class RequestRecord:
     range: str | None = None
 
 
+def _header_text(text: str) -> str:
+    """``text`` with every non-ASCII and every control character backslash-escaped."""
+    out = text.encode("ascii", errors="backslashreplace").decode("ascii")
+    return "".join(c if c >= " " and c != "\x7f" else f"\\x{ord(c):02x}" for c in out)
+
+
 def _parse_range(header: str | None, size: int) -> tuple[int, int] | None | str:
     """``(start, end_inclusive)`` for one satisfiable range, ``None`` to send the whole file
     (no header, or one we do not honour: several ranges), ``'unsatisfiable'`` for a 416."""
@@ -393,6 +399,19 @@ class _Handler(BaseHTTPRequestHandler):
     server: "_HTTPServer"
 
     # ---------------------------------------------------------------- plumbing
+    def setup(self):
+        # an idle keep-alive connection is closed after this many seconds instead of holding its thread
+        # forever (StreamRequestHandler applies it as the socket timeout; a timed-out read ends the
+        # connection)
+        self.timeout = self.server.hub.idle_timeout
+        super().setup()
+
+    def send_header(self, keyword, value):
+        # header values are Latin-1 on the wire and clients read them as ASCII: anything else (a path or
+        # repo name echoed in an error message) is escaped, or the handler thread would die on
+        # UnicodeEncodeError mid-response
+        super().send_header(keyword, _header_text(str(value)))
+
     def log_request(self, code="-", size="-"):  # one line per request is written in _finish
         pass
 
@@ -649,7 +668,7 @@ class HubServer:
 
     def __init__(self, root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, *,
                  fail_first: int = 0, fail_match: str | None = None, interrupt_first: int = 0,
-                 quiet: bool = False,
+                 quiet: bool = False, idle_timeout: float = 30.0,
                  tree_page_size: int = 1000, keep_requests: int = 10_000):
         root_path = Path(root).expanduser()
         if not root_path.is_dir():
@@ -659,6 +678,11 @@ class HubServer:
             raise ValueError("fail_first and interrupt_first must be >= 0")
         if tree_page_size < 1:
             raise ValueError("tree_page_size must be >= 1")
+        if not (isinstance(port, int) and 0 <= port <= 65535):
+            raise ValueError(f"port must be an integer from 0 to 65535 (0 picks a free one), got {port!r}")
+        if not (idle_timeout > 0):
+            raise ValueError(f"idle_timeout must be positive (seconds), got {idle_timeout!r}")
+        self.idle_timeout = float(idle_timeout)
         self.root = root_path.resolve()
         self.quiet = quiet
         self.tree_page_size = tree_page_size
