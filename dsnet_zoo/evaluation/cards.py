@@ -1,8 +1,11 @@
 """Model cards ``model_cards/<arch.tag>.md`` generated from the evaluation results.
 
 The YAML front matter is Hugging Face's ``model-index`` (rendered by ``huggingface_hub.ModelCardData``
-with one ``EvalResult`` per measured number), so the Hub shows the same numbers as the leaderboard.
-``library_name`` is deliberately not ``timm``: the Hub's timm snippet cannot load a dsnet_zoo model.
+with one ``EvalResult`` per measured number), so the Hub shows the same numbers as the leaderboard:
+the rows of :func:`~.report.merge_results`, each number from the result with the largest ``n`` (then
+the newest) and quoted with its ``n``. A card describes one set of weights: the registered ones when
+results for them exist, else those of the newest result. ``library_name`` is deliberately not
+``timm``: the Hub's timm snippet cannot load a dsnet_zoo model.
 """
 from __future__ import annotations
 
@@ -10,98 +13,151 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .metrics import format_eps
-from .report import merge_results, set_order
+from .regression import REGRESSION_METRICS
+from .report import REGRESSION_COLUMNS, merge_results, table_order, threat_order
 from .runner import atomic_write_text
 
 __all__ = ["model_card", "write_model_cards"]
 
 _HF_DATASET = {"cifar10-full": "cifar10", "cifar10-real": "cifar10", "cifar10": "cifar10",
                "cifar100-full": "cifar100", "cifar100-real": "cifar100", "cifar100": "cifar100"}
+_ACC_LABELS = (("certified", "certified accuracy"), ("autoattack", "AutoAttack robust accuracy"),
+               ("paper-pgd", "PGD-10 (paper protocol) robust accuracy"))
 
 
-def _eval_results(entries: list[dict[str, Any]]):
+def _cells_of(row: dict[str, Any], metric: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(NORM:EPS, cell)`` of one metric, by norm, then eps."""
+    return sorted(((k, c) for (m, k), c in row["cells"].items() if m == metric), key=lambda kc: threat_order(kc[0]))
+
+
+def _eval_results(rows: list[dict[str, Any]]):
     from huggingface_hub import EvalResult
 
     out = []
-    for m in entries:
-        ds = m["dataset"]
-        # the Hub groups results by (dataset type, config, split): the config names the exact set
-        common = dict(task_type="image-classification", task_name="Image Classification",
-                      dataset_type=_HF_DATASET.get(ds, ds), dataset_name=m["description"],
-                      dataset_config=f"{ds}, n={m['n']}", dataset_split=m.get("split", "test"))
-        clean = m["metrics"].get("clean")
-        if clean and clean.get("accuracy") is not None:
+    for row in rows:
+        ds = row["dataset"]
+        regression = row["task"] == "regression"
+        # the Hub groups results by (dataset type, config, split): the config names the set
+        common = dict(task_type="tabular-regression" if regression else "image-classification",
+                      task_name="Regression" if regression else "Image Classification",
+                      dataset_type=_HF_DATASET.get(ds, ds), dataset_name=row["title"], dataset_config=ds,
+                      dataset_split=row["split"])
+        if regression:
+            for metric, key in REGRESSION_COLUMNS:
+                c = row["cells"].get((metric, key))
+                if c is None or c["value"] is None:
+                    continue
+                out.append(EvalResult(metric_type=metric.replace("_", "-"),
+                                      metric_name=f"{metric.replace('_', ' ')}, {key} (n={c['n']})",
+                                      metric_value=float(f"{c['value']:.6g}"), metric_config=key, **common))
+            continue
+        clean = row["cells"].get(("clean", ""))
+        if clean and clean["value"] is not None:
             out.append(EvalResult(metric_type="accuracy", metric_name=f"clean accuracy (n={clean['n']})",
-                                  metric_value=round(clean["accuracy"], 4), **common))
-        for metric, label in (("certified", "certified accuracy"), ("autoattack", "AutoAttack robust accuracy"),
-                              ("paper-pgd", "PGD-10 (paper protocol) robust accuracy")):
-            rec = m["metrics"].get(metric)
-            if not rec:
-                continue
-            for key, value in (rec.get("accuracy") or {}).items():
-                if value is None:
+                                  metric_value=round(clean["value"], 4), **common))
+        for metric, label in _ACC_LABELS:
+            for key, c in _cells_of(row, metric):
+                if c["value"] is None:
                     continue
                 norm, _, eps = key.partition(":")
                 out.append(EvalResult(metric_type=f"{metric}-accuracy",
-                                      metric_name=f"{label}, {norm} eps={eps} (n={rec['n']})",
-                                      metric_value=round(value, 4), metric_config=f"{norm}:{eps}", **common))
+                                      metric_name=f"{label}, {norm} eps={eps} (n={c['n']})",
+                                      metric_value=round(c["value"], 4), metric_config=key, **common))
     return out
 
 
-def model_card(name: str, entries: list[dict[str, Any]]) -> str:
-    """The card text of ``name`` from its merged results (one entry per exact set, in table order)."""
+def _section(row: dict[str, Any]) -> list[str]:
+    lines = [f"### {row['title']} (`{row['dataset']}`)", ""]
+    if row["task"] == "regression":
+        lines += ["| metric | dtype | value | n |", "|---|---|---|---|"]
+        for metric, key in REGRESSION_COLUMNS:
+            c = row["cells"].get((metric, key))
+            if c is not None:
+                shown = "null" if c["value"] is None else f"{c['value']:.4g}"
+                lines.append(f"| {metric} | {key} | {shown} | {c['n']} |")
+        lines += ["", "; ".join(f"{m}: {d}" for m, d in REGRESSION_METRICS.items()) + "."]
+    else:
+        lines += ["| metric | eps | accuracy | n |", "|---|---|---|---|"]
+        clean = row["cells"].get(("clean", ""))
+        if clean:
+            shown = "null" if clean["value"] is None else f"{100 * clean['value']:.1f}"
+            lines.append(f"| clean | – | {shown} | {clean['n']} |")
+        for metric, _ in _ACC_LABELS:
+            for key, c in _cells_of(row, metric):
+                shown = "null (no bound)" if c["value"] is None else f"{100 * c['value']:.1f}"
+                lines.append(f"| {metric} | {key} | {shown} | {c['n']} |")
+    others = sorted({(c["n"], c["description"]) for c in row["cells"].values() if c["description"] != row["title"]})
+    if others:
+        lines += ["", "Fewer examples: " + "; ".join(f"n={n}: {d}" for n, d in others) + "."]
+    lines += ["", "Reproduce:", ""]
+    lines += [f"- `{c}`" for c in sorted({c["command"] for c in row["cells"].values() if c.get("command")})]
+    lines.append("")
+    return lines
+
+
+def model_card(name: str, rows: list[dict[str, Any]]) -> str:
+    """The card text of ``name`` from its merged rows (one per test set, in table order, one weights sha256)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    first = entries[0]
-    datasets = sorted({_HF_DATASET.get(m["dataset"], m["dataset"]) for m in entries})
-    data = ModelCardData(model_name=name, license=first.get("license") or None, datasets=datasets,
-                         tags=["dsnet_zoo", "image-classification", "structure-preserving",
-                               "certified-robustness" if first["lipschitz"].get("bound") is not None
-                               else "dynamical-systems"],
-                         metrics=["accuracy"], eval_results=_eval_results(entries))
+    if len({row["weights_sha256"] for row in rows}) > 1:
+        raise ValueError(f"the rows of {name}'s card come from different weights; pass those of one sha256")
+    first = rows[0]
+    regression = first["task"] == "regression"
+    datasets = sorted({_HF_DATASET.get(row["dataset"], row["dataset"]) for row in rows})
     lip = first["lipschitz"]
+    kind = ("certified-robustness" if lip.get("bound") is not None else
+            "structure-preserving-regression" if regression else "dynamical-systems")
+    data = ModelCardData(model_name=name, license=first.get("license") or None, datasets=datasets,
+                         tags=["dsnet_zoo", "regression" if regression else "image-classification",
+                               "structure-preserving", kind],
+                         metrics=["mse"] if regression else ["accuracy"], eval_results=_eval_results(rows))
     lines = [f"# {name}", "",
              f"Architecture `{first.get('model')}`, weights tag `{first.get('tag')}`"
              + (f", produced by {first['source']}" if first.get("source") else "")
              + (f", trained on `{first['trained_on']}`" if first.get("trained_on") else "") + ".", ""]
     lines += [f"- weights sha256: `{first.get('weights_sha256')}`",
-              f"- parameters: {first.get('num_params'):,}" if first.get("num_params") else "- parameters: unknown",
-              f"- certified L2 Lipschitz bound (pixel space): "
-              + (f"{lip['bound']:.6g} ({lip.get('method')})" if lip.get("bound") is not None else
-                 "none: no certified accuracy is claimed"), ""]
+              f"- parameters: {first.get('num_params'):,}" if first.get("num_params") else "- parameters: unknown"]
+    if not regression:
+        lines.append("- certified L2 Lipschitz bound (pixel space): "
+                     + (f"{lip['bound']:.6g} ({lip.get('method')})" if lip.get("bound") is not None else
+                        "none: no certified accuracy is claimed"))
+    lines.append("")
+    units = ("Values as measured; the weights run as stored (float32) and cast to float64." if regression else
+             "Accuracy in %, eps in pixel units (images in [0, 1]).")
     lines += ["## Evaluation", "",
-              "Accuracy in %, eps in pixel units (images in [0, 1]). Generated from `eval/results/` by "
-              "`python eval/leaderboard.py`. Each table is one exact set of test images, named in its heading.", ""]
-    for m in entries:
-        lines += [f"### {m['description']} (`{m['dataset']}`)", "", "| metric | eps | accuracy | n |",
-                  "|---|---|---|---|"]
-        clean = m["metrics"].get("clean")
-        if clean:
-            lines.append(f"| clean | – | {100 * clean['accuracy']:.1f} | {clean['n']} |")
-        for metric in ("certified", "autoattack", "paper-pgd"):
-            rec = m["metrics"].get(metric)
-            for key, value in ((rec or {}).get("accuracy") or {}).items():
-                shown = "null (no bound)" if value is None else f"{100 * value:.1f}"
-                lines.append(f"| {metric} | {key} | {shown} | {rec['n']} |")
-        lines += ["", "Reproduce:", ""]
-        lines += [f"- `{c}`" for c in sorted({v["command"] for v in m["metrics"].values() if v.get("command")})]
-        lines.append("")
-    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-    return str(card)
+              f"{units} Generated from `eval/results/` by `python eval/leaderboard.py`. Each table is one test set, "
+              "named in its heading; `n` is the number of examples a value was measured on (the first `n` of the "
+              "set), the largest measured.", ""]
+    for row in rows:
+        lines += _section(row)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+
+
+def _registered_sha(name: str) -> str | None:
+    from ..registry import UnknownModelError, get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(name)
+    except UnknownModelError:
+        return None
+    return cfg.sha256 if cfg is not None else None
 
 
 def write_model_cards(results: list[dict[str, Any]], cards_dir: str | os.PathLike) -> list[Path]:
     """Write one card per evaluated ``arch.tag`` (checkpoint evaluations get none)."""
-    merged = merge_results(results)
     by_name: dict[str, list[dict[str, Any]]] = {}
-    for key, m in merged.items():
-        if m.get("tag"):
-            by_name.setdefault(key[0], []).append(m)
+    for row in merge_results(results).values():
+        if row.get("tag"):
+            by_name.setdefault(row["name"], []).append(row)
     written = []
-    for name, entries in sorted(by_name.items()):
-        entries = sorted(entries, key=lambda m: set_order(m["set"]))
+    for name, rows in sorted(by_name.items()):
+        shas = {row["weights_sha256"] for row in rows}
+        sha = _registered_sha(name)
+        if sha not in shas:
+            sha = max(rows, key=lambda row: row["finished"])["weights_sha256"]
+        rows = sorted((row for row in rows if row["weights_sha256"] == sha),
+                      key=lambda row: table_order((row["dataset"], row["split"], row["md5"] or "")))
         path = Path(cards_dir) / f"{name}.md"
-        atomic_write_text(path, model_card(name, entries))
+        atomic_write_text(path, model_card(name, rows))
         written.append(path)
     return written
