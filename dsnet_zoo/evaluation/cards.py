@@ -105,8 +105,7 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
     regression = first["task"] == "regression"
     datasets = sorted({_HF_DATASET.get(row["dataset"], row["dataset"]) for row in rows})
     lip = first["lipschitz"]
-    kind = ("certified-robustness" if lip.get("bound") is not None else
-            "structure-preserving-regression" if regression else "dynamical-systems")
+    kind = "certified-robustness" if lip.get("bound") is not None else "dynamical-systems"
     data = ModelCardData(model_name=name, license=first.get("license") or None, datasets=datasets,
                          tags=["dsnet_zoo", "regression" if regression else "image-classification",
                                "structure-preserving", kind],
