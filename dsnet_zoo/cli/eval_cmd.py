@@ -9,6 +9,7 @@ import json
 import sys
 
 EXIT_CROSS_CHECK = 3
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def _csv(text: str) -> list[str]:
@@ -87,6 +88,12 @@ def run(args) -> int:
     except CrossCheckError as e:
         print(f"dsnet-zoo eval: CROSS-CHECK FAILED, no result written:\n{e}", file=sys.stderr)
         return EXIT_CROSS_CHECK
+    except KeyboardInterrupt:
+        # every finished batch is already saved (atomically) in the state folder
+        state = f"{args.out}.partial/" if args.out else "the cache folder"
+        print(f"\ndsnet-zoo eval: interrupted; the finished batches are kept in {state}. Rerun the same "
+              "command to continue from them (--restart starts over).", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result is None:
         print("dsnet-zoo eval: stopped early (--max-batches); run the same command again to resume",
               file=sys.stderr)

@@ -8,9 +8,13 @@ Under ``torchrun --nproc_per_node=R -m dsnet_zoo train ...`` it trains with DDP.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 HYPER = ("dataset", "eval_dataset", "epochs", "batch_size", "lr", "seed", "tag", "train_limit", "eval_limit")
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def add_parser(sub) -> None:
@@ -79,9 +83,18 @@ def run(args) -> int:
     if args.print_recipe:
         print(recipe.to_json())
         return 0
-    result = train(recipe, args.out, data_dir=args.data_dir, device=args.device, resume=args.resume,
-                   progress=not args.no_progress, plot=not args.no_plot, base_cfg=cfg,
-                   hub_repo_id=args.repo_id or repo_id)
+    try:
+        result = train(recipe, args.out, data_dir=args.data_dir, device=args.device, resume=args.resume,
+                       progress=not args.no_progress, plot=not args.no_plot, base_cfg=cfg,
+                       hub_repo_id=args.repo_id or repo_id)
+    except KeyboardInterrupt:
+        # the checkpoint is rewritten atomically after each epoch, so the one on disk is whole
+        ckpt = Path(args.out) / "checkpoint.pt"
+        where = (f"{ckpt} holds the last finished epoch" if ckpt.is_file()
+                 else "no epoch had finished, so there is no checkpoint yet")
+        print(f"\ndsnet-zoo train: interrupted; {where}. Rerun the same command with --resume to continue.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     if result.hub is not None:
         print(f"trained {recipe.model}.{recipe.tag}: {json.dumps(result.metrics, sort_keys=True)}")
         print(f"wrote {result.hub['path']} (model.safetensors sha256 {result.hub['sha256']}), "
