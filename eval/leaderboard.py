@@ -149,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"(it was trained on {cfg.dataset!r})", file=sys.stderr)
                 continue
             else:
-                dataset, n, run_metrics, run_settings = args.dataset, len(data), ["clean", *metrics], settings
+                run_metrics = list(dict.fromkeys(["clean", *metrics]))
+                dataset, n, run_settings = args.dataset, len(data), settings
             # the file is keyed by the weights' sha256: the registered one (checked when loading), else the file's
             model = ident = None
             sha = cfg.sha256

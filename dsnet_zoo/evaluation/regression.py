@@ -154,14 +154,14 @@ def evaluate_regression(model: str | nn.Module, dataset: str = "sir", *, n: int 
         raise ValueError("evaluate_regression takes a registered arch.tag or a module, not a checkpoint file")
     model = model.to("cpu").eval()
     as_run = next(iter(model.parameters()), torch.zeros((), dtype=torch.float32)).dtype
-    measured, metrics = {}, {"mse": {"value": {}, "definition": REGRESSION_METRICS["mse"]},
-                             "conserved_sum_error": {"value": {}, "definition": REGRESSION_METRICS["conserved_sum_error"]}}
+    as_run_name = str(as_run).replace("torch.", "")
+    measured: dict[str, dict[str, np.ndarray]] = {}
+    metrics = {m: {"value": {}, "definition": d, "weights_dtype": as_run_name} for m, d in REGRESSION_METRICS.items()}
     for label, dtype in DTYPES.items():
         m = model if dtype == as_run else copy.deepcopy(model).to(dtype).eval()
         measured[label] = _measure(m, data.x, data.y, dtype)
         metrics["mse"]["value"][label] = float(measured[label]["sq_error"].mean())
         metrics["conserved_sum_error"]["value"][label] = float(measured[label]["sum_error"].max())
-    metrics["mse"]["weights_dtype"] = metrics["conserved_sum_error"]["weights_dtype"] = str(as_run).replace("torch.", "")
     command = ["python", "-m", "dsnet_zoo.evaluation.regression", ident["name"], "--dataset", dataset,
                "--n", str(len(data))]
     result = {

@@ -91,8 +91,9 @@ def merge_results(results: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str
     ``row['cells'][(metric, key)]`` is one number (see :func:`_cells`) from the result with the largest
     ``n``, then the most recent: ``{'value', 'n', 'description', 'command', 'file', 'finished'}``.
     ``row['sets']`` maps each ``n`` found to its set's description, ``row['title']`` describes the
-    largest set, ``row['finished']`` when its newest result finished, ``row['lipschitz']`` is the bound of the result the certified numbers come from (else
-    the newest). The model's metadata (source, license, parameters) is the newest result's."""
+    largest set, ``row['finished']`` says when its newest result finished, ``row['lipschitz']`` is the
+    bound of the result the certified numbers come from (else the newest's). The model's metadata
+    (source, license, parameters) is the newest result's."""
     merged: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
     for r in results:
         d = r["dataset"]
