@@ -357,7 +357,7 @@ def test_zoo_downloader_gives_a_clear_error_when_the_server_keeps_failing(hub_ro
     with serve_hub(hub_root["root"], quiet=True, fail_first=1000, fail_match=r"^GET ") as s:
         zoo_hub_endpoint(s.url)
         cfg = WeightsCfg(tag="t", hf_hub_id="hubtest/plain", revision="main")
-        with pytest.raises(WeightsError, match=r"failed after \d+ attempts \(server error"):
+        with pytest.raises(WeightsError, match=r"failed after 3 attempts \(the server keeps failing"):
             resolve_weights_file(cfg)
         assert {r.status for r in s.requests if r.method == "GET"} == {500}
 
@@ -554,3 +554,62 @@ def test_cli_refuses_a_port_out_of_range(hub_root, capsys, port):
     assert "is not a port number: give 1-65535, or 0 for a free one" in err and "Traceback" not in err
     with pytest.raises(ValueError, match="port must be an integer from 0 to 65535"):
         serve_hub(hub_root["root"], port=99999)
+
+
+def test_unreachable_hub_fails_fast_with_a_clear_error(zoo_hub_endpoint):
+    import socket
+
+    from dsnet_zoo.hub import WeightsCfg, WeightsError, resolve_weights_file
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    zoo_hub_endpoint(f"http://127.0.0.1:{port}")
+    cfg = WeightsCfg(tag="t", hf_hub_id="hubtest/plain", revision="main")
+    t = time.monotonic()
+    with pytest.raises(WeightsError, match=r"failed after 3 attempts \(the Hub cannot be reached: ConnectError"):
+        resolve_weights_file(cfg)
+    assert time.monotonic() - t < 10  # the zoo's 3 attempts only, not 3 x huggingface_hub's 5 retries
+
+
+def test_missing_repo_fails_at_once(hub_root, zoo_hub_endpoint):
+    from dsnet_zoo.hub import WeightsCfg, WeightsError, resolve_weights_file
+
+    with serve_hub(hub_root["root"], quiet=True) as s:
+        zoo_hub_endpoint(s.url)
+        t = time.monotonic()
+        with pytest.raises(WeightsError, match="the Hub has no repository 'hubtest/missing'"):
+            resolve_weights_file(WeightsCfg(tag="t", hf_hub_id="hubtest/missing", revision="main"))
+        assert time.monotonic() - t < 5
+        assert len(s.requests) == 1  # one request, no retries
+
+
+def test_a_download_cut_every_time_gives_a_clear_error(hub_root, zoo_hub_endpoint, tmp_path, monkeypatch):
+    from dsnet_zoo.hub import WeightsCfg, WeightsError, resolve_weights_file
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with serve_hub(hub_root["root"], quiet=True, interrupt_first=1000) as s:
+        zoo_hub_endpoint(s.url)
+        with pytest.raises(WeightsError, match=r"failed after 3 attempts \(the server keeps failing"):
+            resolve_weights_file(WeightsCfg(tag="t", hf_hub_id="hubtest/plain", revision="main"))
+        assert sum(r.method == "GET" for r in s.requests) >= 3
+
+
+@pytest.mark.parametrize("name", ["hf-hub:", "hf-hub:a//b", "hf-hub:-bad-/x"])
+def test_bad_hf_hub_names_are_refused_clearly(name):
+    import dsnet_zoo
+    from dsnet_zoo.hub import WeightsError
+
+    with pytest.raises(WeightsError, match="is not a Hub repository id: write ORG/NAME"):
+        dsnet_zoo.create(name)
+
+
+def test_paper_tag_not_ported_says_how_to_port_it(monkeypatch, tmp_path):
+    import dsnet_zoo
+    from dsnet_zoo.hub import WeightsError
+
+    monkeypatch.setenv("DSNET_ZOO_WEIGHTS_DIR", str(tmp_path))  # an empty folder: nothing ported there
+    t = time.monotonic()
+    with pytest.raises(WeightsError, match=r"dsnet-zoo port-paper --src PATH/TO/paper-weights"):
+        dsnet_zoo.create("lipnet_paper_ne_cifar10.margin_0_07", pretrained=True)
+    assert time.monotonic() - t < 5

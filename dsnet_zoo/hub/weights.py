@@ -165,61 +165,118 @@ def _local_repo_file(cfg: WeightsCfg) -> Path | None:
     return None
 
 
-def _hf_download(repo_id: str, filename: str, revision: str | None, *, attempts: int = 3,
-                 backoff: float = 0.5, force_download: bool = False) -> Path:
-    """``hf_hub_download`` with retries on server errors and messages that say what to do."""
+# The one retry policy for talking to the Hub: a transient failure (5xx, 429, refused or cut connection,
+# timeout) is retried DOWNLOAD_ATTEMPTS times in all, waiting DOWNLOAD_BACKOFF_S * 2**k between attempts;
+# anything else fails at once with a message saying what to do. huggingface_hub's own metadata retries
+# (5 more per call, up to 8 s apart) are kept out of it: the metadata request is made here, without them,
+# before hf_hub_download runs.
+DOWNLOAD_ATTEMPTS = 3
+PAPER_SOURCE = "paper-authors"  # WeightsCfg.source of the tags converted by `dsnet-zoo port-paper`
+PAPER_WEIGHTS_URL = "https://github.com/davidemurari/StructuredNeuralNetworks"
+DOWNLOAD_BACKOFF_S = 0.5
+
+
+def _check_repo_id(repo_id: str) -> None:
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
     try:
-        from huggingface_hub import hf_hub_download
-        from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError,
-                                            LocalEntryNotFoundError, RepositoryNotFoundError,
-                                            RevisionNotFoundError)
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise WeightsError(f"{repo_id!r} is not a Hub repository id: write ORG/NAME (letters, digits, '-', '_', "
+                           f"'.'), e.g. 'hf-hub:dsnet-zoo/lipnet_cifar10', optionally with @REVISION. ({e})") from None
+
+
+def _hf_download(repo_id: str, filename: str, revision: str | None, *, attempts: int = DOWNLOAD_ATTEMPTS,
+                 backoff: float = DOWNLOAD_BACKOFF_S, force_download: bool = False) -> Path:
+    """``hf_hub_download`` under the zoo's retry policy (see ``DOWNLOAD_ATTEMPTS``), with messages that say
+    what to do. Offline (``HF_HUB_OFFLINE``) or with the Hub unreachable, a copy in the Hugging Face cache
+    is used when there is one."""
+    try:
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url, \
+            try_to_load_from_cache
+        from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
+                                            RepositoryNotFoundError, RevisionNotFoundError)
     except ImportError as e:  # pragma: no cover - huggingface_hub is a hard dependency
         raise WeightsError("huggingface_hub is needed to download weights: pip install huggingface_hub") from e
 
+    _check_repo_id(repo_id)
     where = f"{repo_id}/{filename} at revision {revision or 'main'}"
     last: Exception | None = None
     for attempt in range(attempts):
+        if attempt:
+            time.sleep(backoff * (2 ** (attempt - 1)))
         try:
-            return Path(hf_hub_download(repo_id, filename, revision=revision,
-                                        force_download=force_download))
+            if not constants.HF_HUB_OFFLINE:
+                # the metadata request first, without huggingface_hub's retries: an unreachable Hub or a
+                # missing repo is known in one round trip
+                get_hf_file_metadata(hf_hub_url(repo_id, filename, revision=revision), retry_on_errors=False)
+            return Path(hf_hub_download(repo_id, filename, revision=revision, force_download=force_download))
         except RepositoryNotFoundError as e:
             raise WeightsError(
-                f"the Hub has no repository {repo_id!r} (looked for {where}). Check HF_ENDPOINT, "
-                f"or put a local copy in {WEIGHTS_DIR_ENV}.") from e
-        except RevisionNotFoundError as e:
+                f"the Hub has no repository {repo_id!r} (looked for {where}; a private repo needs a token, "
+                f"see `hf auth login`). Check the name and HF_ENDPOINT, or put a local copy in "
+                f"{WEIGHTS_DIR_ENV}.") from None
+        except RevisionNotFoundError:
             raise WeightsError(
-                f"repository {repo_id!r} has no revision {revision!r}: the pinned weights are not on "
-                f"this server. Point HF_ENDPOINT at a mirror that has them, or use {WEIGHTS_DIR_ENV}.") from e
-        except LocalEntryNotFoundError as e:
-            if _transient_cause(e):
-                # hf_hub_download reports a failed HEAD (5xx, refused connection) this way too
-                last = e
-                if attempt + 1 < attempts:
-                    time.sleep(backoff * (2 ** attempt))
-                    continue
-                break
+                f"repository {repo_id!r} has no revision {revision!r}: the pinned weights are not on this "
+                f"server. Point HF_ENDPOINT at a mirror that has them, or use {WEIGHTS_DIR_ENV}.") from None
+        except LocalEntryNotFoundError as e:  # before EntryNotFoundError: a subclass of it in 2.x
+            if not constants.HF_HUB_OFFLINE and _transient_cause(e):
+                last = e  # hf_hub_download's own metadata request failed after ours had passed
+                continue
             raise WeightsError(
-                f"{where} is not in the local Hugging Face cache and downloading is off or failed "
-                f"(HF_HUB_OFFLINE or no network). Download it once online, or set {WEIGHTS_DIR_ENV} "
-                f"to a folder holding {repo_id}/{filename}.") from e
-        except EntryNotFoundError as e:
+                f"{where} is not in the local Hugging Face cache and could not be downloaded (HF_HUB_OFFLINE, "
+                f"or no network). "
+                f"Download it once online, or set {WEIGHTS_DIR_ENV} to a folder holding "
+                f"{repo_id}/{filename}.") from None
+        except EntryNotFoundError:
             raise WeightsError(f"the Hub repository {repo_id!r} has no file {filename!r} at revision "
-                               f"{revision or 'main'}.") from e
+                               f"{revision or 'main'}.") from None
         except HfHubHTTPError as e:
             status = getattr(getattr(e, "response", None), "status_code", None)
+            if status is not None and status < 500 and status not in (408, 429):
+                raise WeightsError(f"downloading {where} failed with HTTP {status}: {e}") from None
             last = e
-            if status is not None and status < 500:
-                raise WeightsError(f"downloading {where} failed with HTTP {status}: {e}") from e
-            if attempt + 1 < attempts:
-                time.sleep(backoff * (2 ** attempt))
-                continue
-        except OSError as e:  # connection refused, timeouts
+        except (*_transport_errors(), OSError) as e:  # refused, reset, cut mid-body, timeouts
             last = e
-            if attempt + 1 < attempts:
-                time.sleep(backoff * (2 ** attempt))
-                continue
-    raise WeightsError(f"downloading {where} failed after {attempts} attempts (server error or no "
-                       f"connection): {last}. Try again later, or use a local copy via {WEIGHTS_DIR_ENV}.")
+    cached = try_to_load_from_cache(repo_id, filename, revision=revision)
+    if isinstance(cached, str) and not force_download and _is_connection_error(last):
+        return Path(cached)  # the Hub is unreachable but this file was downloaded before
+    kind = "the Hub cannot be reached" if _is_connection_error(last) else "the server keeps failing"
+    raise WeightsError(
+        f"downloading {where} from {constants.ENDPOINT} failed after {attempts} attempts ({kind}: "
+        f"{type(last).__name__}: {last}). Check your connection and HF_ENDPOINT and try again (an "
+        f"interrupted download resumes), or put a local copy in {WEIGHTS_DIR_ENV}.") from None
+
+
+def _http_modules() -> list:
+    """The HTTP client packages huggingface_hub may use (``httpx2`` in 2.x, ``httpx`` in 1.x)."""
+    import importlib
+
+    mods = []
+    for name in ("httpx2", "httpx"):
+        try:
+            mods.append(importlib.import_module(name))
+        except ImportError:
+            pass
+    return mods
+
+
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    return tuple(m.TransportError for m in _http_modules())
+
+
+def _is_connection_error(exc: BaseException | None) -> bool:
+    """A failure to talk to the server at all (as opposed to an HTTP error answer)."""
+    kinds = tuple(k for m in _http_modules() for k in (m.ConnectError, m.ConnectTimeout)) + (ConnectionRefusedError,)
+    e, seen = exc, set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, kinds):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
 
 
 def _transient_cause(exc: BaseException) -> bool:
@@ -267,6 +324,15 @@ def resolve_weights_file(cfg: WeightsCfg) -> tuple[Path, str]:
         hub = checkout_hub_dir()
         source = "checkout-hub" if hub is not None and hub in local.parents else "weights-dir"
         return local, source
+    if cfg.source == PAPER_SOURCE:
+        # converted locally from the authors' release, whose license does not allow redistribution:
+        # no Hub has them, so asking one would only fail slowly
+        raise WeightsError(
+            f"{cfg.name} are the paper authors' released weights, converted on your machine: they are not on "
+            f"any Hub (no license to redistribute). Convert them once with `dsnet-zoo port-paper --src "
+            f"PATH/TO/paper-weights --out ported` (the authors' .pt files from {PAPER_WEIGHTS_URL}), then set "
+            f"{WEIGHTS_DIR_ENV}=ported. Looked in: "
+            + (", ".join(str(d) for d in _weights_dirs()) or f"no folder ({WEIGHTS_DIR_ENV} is not set)") + ".")
     path = _hf_download(cfg.hf_hub_id, cfg.filename, cfg.revision)
     _check_sha256(path, cfg, evict=True)
     return path, "hf-hub"
