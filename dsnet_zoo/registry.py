@@ -62,12 +62,15 @@ def split_model_name(name: str) -> tuple[str, str]:
 
 
 def register_model(fn: Callable | None = None, *, family: str, dataset: str | None = None,
-                   pretrained: Iterable[WeightsCfg] = (), description: str = ""):
+                   pretrained: Iterable[WeightsCfg] = (), description: str = "", num_classes: int | None = None,
+                   input_size: tuple[int, ...] = (3, 32, 32)):
     """Register an architecture entrypoint under its function name.
 
-    Usable as ``@register_model(family='lipnet', dataset='cifar10', pretrained=[...])``.
+    Usable as ``@register_model(family='lipnet', dataset='cifar10', num_classes=10, pretrained=[...])``.
     ``pretrained`` lists the tagged weights (each ``WeightsCfg.tag`` must be set); the first is the
     default tag. ``family`` and ``dataset`` are reported by :func:`arch_info` and filter listings.
+    ``num_classes`` and ``input_size`` are the architecture's defaults (what ``build_model`` builds
+    without weights, and what timm's registry reports before a model is built).
     """
 
     def _register(f: Callable) -> Callable:
@@ -84,6 +87,8 @@ def register_model(fn: Callable | None = None, *, family: str, dataset: str | No
             "dataset": dataset,
             "description": description or (f.__doc__ or "").strip().split("\n")[0],
             "module": f.__module__,
+            "num_classes": num_classes,
+            "input_size": tuple(input_size),
         }
         _pretrained[name] = OrderedDict()
         try:

@@ -5,10 +5,12 @@ import os
 from dataclasses import replace
 from typing import Any, Callable
 
+import torch
 from torch import nn
 
 from ..hub import WeightsCfg, WeightsError, load_weights
-from ..registry import get_pretrained_cfg
+from ..registry import arch_info, get_pretrained_cfg
+from ._base import ZooClassifier
 
 __all__ = ["build_model"]
 
@@ -17,8 +19,8 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
                 pretrained_tag: str = "", num_classes: int | None = None,
                 checkpoint_path: str | os.PathLike | None = None,
                 default_num_classes: int | None = None, weights: WeightsCfg | None = None,
-                input_size: tuple[int, ...] = (3, 32, 32),
-                **model_kwargs: Any) -> nn.Module:
+                input_size: tuple[int, ...] | None = None, device: torch.device | str | None = None,
+                dtype: torch.dtype | None = None, **model_kwargs: Any) -> nn.Module:
     """Build ``model_cls`` for architecture ``arch`` and load weights when asked.
 
     - ``pretrained=True`` loads the registered tag (``pretrained_tag`` or the default tag).
@@ -26,8 +28,15 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
     - ``num_classes`` must agree with the weights' when weights are loaded: a silently replaced
       head would void the weights' metrics and certificate; call ``reset_classifier`` explicitly.
     - ``weights`` is a cfg not in the registry (e.g. read from a Hub repo's ``config.json``).
-    - ``input_size`` is the architecture's input shape, used when no weights cfg gives one.
+    - ``default_num_classes`` and ``input_size`` default to what ``register_model`` recorded for
+      ``arch``; ``input_size`` is used when no weights cfg gives one.
+    - ``device`` and ``dtype`` (timm's factory arguments) move the finished model, weights loaded.
     """
+    info = arch_info(arch)
+    if default_num_classes is None:
+        default_num_classes = info["num_classes"]
+    if input_size is None:
+        input_size = info["input_size"]
     name = f"{arch}.{pretrained_tag}" if pretrained_tag else arch
     if weights is not None:
         cfg = replace(weights, architecture=arch)
@@ -53,6 +62,8 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
     meta["architecture"] = arch
     meta["num_classes"] = num_classes
     meta["model_args"] = {k: v for k, v in model_kwargs.items()}
+    if isinstance(model, ZooClassifier):
+        meta.update(model._cfg_layout())
     if pretrained or checkpoint_path is not None:
         provenance = load_weights(model, cfg if pretrained else None, checkpoint_path=checkpoint_path)
         meta["loaded_from"] = provenance
@@ -60,4 +71,6 @@ def build_model(model_cls: Callable[..., nn.Module], arch: str, pretrained: bool
     else:
         meta["loaded_from"] = None
     model.pretrained_cfg = meta
+    if device is not None or dtype is not None:
+        model.to(device=device, dtype=dtype)
     return model

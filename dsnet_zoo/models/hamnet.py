@@ -36,16 +36,26 @@ class StructuredStageNet(ZooClassifier):
             ``inverse`` and ``sample_input``).
         widths, depths: channels and number of blocks of each stage.
         mean, std: per-channel input standardisation applied inside the model (inputs in [0, 1]).
+        img_size: side of the square images the model accepts (the convolutions and the average pooling
+            would run at any size; the check keeps CIFAR models from silently taking other images).
+        global_pool: ``'avg'`` (global average pooling) or ``''`` (none: unpooled maps, with
+            ``num_classes=0``).
+
+    Features (``feature_info``): the output of each stage, at reductions 1, 2, 4, ...
     """
+
+    first_conv = "stem"
+    pool_types = ("avg", "")
 
     def __init__(self, num_classes: int, block_fn: Callable[[int], nn.Module], *, widths: Sequence[int],
                  depths: Sequence[int], in_chans: int = 3, mean: Sequence[float] = (0.5, 0.5, 0.5),
-                 std: Sequence[float] = (0.25, 0.25, 0.25)):
+                 std: Sequence[float] = (0.25, 0.25, 0.25), img_size: int = 32, global_pool: str = "avg"):
         super().__init__()
         if len(widths) != len(depths) or not widths:
             raise ValueError(f"widths and depths need the same non-zero length, got {widths} and {depths}")
         if any(w % 2 for w in widths):
             raise ValueError(f"every width must be even (the state splits in two halves), got {widths}")
+        self.in_chans, self.img_size = in_chans, img_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
         self.stem = nn.Conv2d(in_chans, widths[0], 3, padding=1)
@@ -57,20 +67,28 @@ class StructuredStageNet(ZooClassifier):
             layers.extend(block_fn(w) for _ in range(d))
             stages.append(nn.Sequential(*layers))
         self.stages = nn.Sequential(*stages)
+        self.feature_info = [dict(num_chs=w, reduction=2 ** i, module=f"stages.{i}") for i, w in enumerate(widths)]
         self.num_features = widths[-1]
         self.num_classes = num_classes
+        self._set_global_pool(global_pool, num_classes)
         self.head = self._make_head(num_classes) if num_classes > 0 else nn.Identity()
 
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.num_features, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = (x - self.mean) / self.std
-        return self.stages(self.stem(x))
+    def _prologue(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stem((x - self.mean) / self.std)
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = x.mean(dim=(2, 3))
-        return x if pre_logits else self.head(x)
+    def _tap_units(self) -> list[nn.Module]:
+        return list(self.stages)
+
+    def _prune_after(self, index: int, prune_tail: bool) -> None:
+        self.stages = self.stages[:index + 1]
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (layer-wise learning rates): the stem, then each stage (each layer of a
+        stage unless ``coarse``); the head comes last."""
+        return dict(stem=r"^stem", blocks=r"^stages\.(\d+)" if coarse else [(r"^stages\.(\d+)\.(\d+)", None)])
 
     def structure_blocks(self) -> list[tuple[str, nn.Module, str]]:
         """``(name, block, kind)`` of every structured block, kind in {'symplectic', 'volume', ...}."""
@@ -97,16 +115,14 @@ def _cifar_stats(n: int) -> dict:
     return {"mean": CIFAR_MEAN[n], "std": CIFAR_STD[n]}
 
 
-@register_model(family="hamnet", dataset="cifar10")
+@register_model(family="hamnet", dataset="cifar10", num_classes=10)
 def hamnet_cifar10(pretrained: bool = False, **kwargs) -> HamNet:
     """HamNet for CIFAR-10: symplectic conv blocks at widths 64/128/256, 2 blocks per stage (1.9 M params)."""
-    return build_model(HamNet, "hamnet_cifar10", pretrained, default_num_classes=10,
-                       **{**_cifar_stats(10), **kwargs})
+    return build_model(HamNet, "hamnet_cifar10", pretrained, **{**_cifar_stats(10), **kwargs})
 
 
-@register_model(family="hamnet", dataset="cifar100")
+@register_model(family="hamnet", dataset="cifar100", num_classes=100)
 def hamnet_cifar100(pretrained: bool = False, **kwargs) -> HamNet:
     """HamNet for CIFAR-100: symplectic conv blocks at widths 64/128/256, 2 blocks per stage (1.9 M params)."""
-    return build_model(HamNet, "hamnet_cifar100", pretrained, default_num_classes=100,
-                       **{**_cifar_stats(100), **kwargs})
+    return build_model(HamNet, "hamnet_cifar100", pretrained, **{**_cifar_stats(100), **kwargs})
 

@@ -70,9 +70,20 @@ class LipFlowNet(ZooClassifier):
     channels of ``A`` in the conv steps as a multiple of the width (1 = square). ``dense_width``,
     ``dense_depth``, ``dense_hidden``: the MLP part. ``cert_every``: certified refresh period of the
     training-time normaliser (no effect on the eval-mode certificate).
+
+    ``forward_features`` returns the dense features ``[N, dense_width]`` (nothing left to pool: timm
+    counts such models as non-standard, like its vision transformers). Features (``feature_info``): the
+    output of every conv step (or of a stage's lift if it has no step), at reductions 2, 4, ...
     """
 
     lipschitz_by_construction = 1.0
+    first_conv = "stages.0.lift"
+    global_pool = ""
+    pool_types = ("",)
+    features_are_maps = False
+    grad_checkpointing_unsupported = (
+        "in training mode every constrained map advances its power-iteration normaliser (state kept in "
+        "buffers) on each call, so recomputing a step in the backward pass would differentiate another map")
 
     def __init__(self, num_classes: int = 10, *, in_chans: int = 3, img_size: int = 32,
                  conv_stages: Sequence[Sequence[int]] = ((32, 2), (64, 2)), conv_hidden: float = 1.0,
@@ -97,6 +108,9 @@ class LipFlowNet(ZooClassifier):
             stages.append(_ConvStage(c, w, d, n, 3 if i == 0 else 1, hidden, cert_every))
             c = w
         self.stages = nn.ModuleList(stages)
+        for i, (w, d) in enumerate(self.conv_stages):
+            names = [f"stages.{i}.steps.{j}" for j in range(d)] or [f"stages.{i}.lift"]
+            self.feature_info += [dict(num_chs=w, reduction=2 ** (i + 1), module=m) for m in names]
         self.flat_features = c * n * n
         self.dense_lift = LipLinear(self.flat_features, dense_width, train_normalizer="power", cert_every=cert_every)
         self.dense_steps = nn.ModuleList(
@@ -110,17 +124,46 @@ class LipFlowNet(ZooClassifier):
     def _make_head(self, num_classes: int) -> nn.Module:
         return LipLinear(self.num_features, num_classes, train_normalizer="power", cert_every=self.cert_every)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_chans or x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"expected images [N, {self.in_chans}, {self.img_size}, {self.img_size}] in [0, 1], "
-                             f"got shape {tuple(x.shape)}")
-        x = x - self.norm_mean.to(x.dtype)
+    def _prologue(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.norm_mean.to(x.dtype)
+
+    def _tap_units(self) -> list:
+        # a stage is pixel_unshuffle -> lift -> steps (what _ConvStage.forward runs): the first unit of a
+        # stage runs the unshuffle and the lift with its first step, so that every unit ends at a feature
+        units: list = []
         for stage in self.stages:
-            x = stage(F.pixel_unshuffle(x, 2))
+            if len(stage.steps) == 0:
+                units.append(lambda x, st=stage: st.lift(F.pixel_unshuffle(x, 2)))
+                continue
+            units.append(lambda x, st=stage: st.steps[0](st.lift(F.pixel_unshuffle(x, 2))))
+            units.extend(stage.steps[1:])
+        return units
+
+    def _epilogue(self, x: torch.Tensor) -> torch.Tensor:
+        if self.dense_lift is None:  # pruned to a conv feature: forward_features ends there
+            return x
         x = self.dense_lift(torch.flatten(x, 1))
         for s in self.dense_steps:
             x = s(x)
         return x
+
+    def _prune_after(self, index: int, prune_tail: bool) -> None:
+        units = 0
+        for i, stage in enumerate(self.stages):
+            n = max(len(stage.steps), 1)
+            if index < units + n:
+                stage.steps = stage.steps[:index - units + 1]
+                self.stages = self.stages[:i + 1]
+                break
+            units += n
+        if prune_tail:
+            self.dense_lift = None
+            self.dense_steps = nn.ModuleList()
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (layer-wise learning rates): the first lift, each conv stage, the dense
+        part; the head comes last."""
+        return dict(stem=r"^stages\.0\.lift", blocks=[(r"^stages\.(\d+)", None)], dense=r"^dense_")
 
     def clear_cache(self) -> None:
         """Drop the cached eval-mode weights (needed only after edits through ``param.data``)."""
@@ -150,20 +193,20 @@ class LipFlowNet(ZooClassifier):
         return self.feature_lipschitz_upper_bound() * head
 
 
-def _lipflow(arch: str, pretrained: bool, default_classes: int, **kwargs: Any) -> LipFlowNet:
-    return build_model(LipFlowNet, arch, pretrained, default_num_classes=default_classes, **kwargs)
+def _lipflow(arch: str, pretrained: bool, **kwargs: Any) -> LipFlowNet:
+    return build_model(LipFlowNet, arch, pretrained, **kwargs)
 
 
-@register_model(family="lipnet", dataset="cifar10")
+@register_model(family="lipnet", dataset="cifar10", num_classes=10)
 def lipnet_cifar10(pretrained: bool = False, **kwargs: Any) -> LipFlowNet:
     """The zoo's certified CIFAR-10 flagship: pixel unshuffle, conv and dense gradient-flow steps,
     certified 1-Lipschitz in L2 (:class:`LipFlowNet`). The paper's layout is ``lipnet_conv_cifar10``."""
-    return _lipflow("lipnet_cifar10", pretrained, 10, **kwargs)
+    return _lipflow("lipnet_cifar10", pretrained, **kwargs)
 
 
-@register_model(family="lipnet", dataset="cifar100")
+@register_model(family="lipnet", dataset="cifar100", num_classes=100)
 def lipnet_cifar100(pretrained: bool = False, **kwargs: Any) -> LipFlowNet:
     """The zoo's certified CIFAR-100 flagship (:class:`LipFlowNet`, CIFAR-100 mean).
     The paper's layout is ``lipnet_conv_cifar100``."""
     kwargs.setdefault("norm_mean", CIFAR100_MEAN)
-    return _lipflow("lipnet_cifar100", pretrained, 100, **kwargs)
+    return _lipflow("lipnet_cifar100", pretrained, **kwargs)

@@ -99,13 +99,22 @@ class LipNet(ZooClassifier):
     ``cert_every`` / ``train_normalizer``: the training-time normaliser of every conv (see
     :class:`~dsnet_zoo.layers.lipschitz.ConstrainedLinearMap`; they do not change the eval-mode
     certificate). ``step_kwargs`` go to every step (e.g. ``max_step``, ``negative_slope``, ``h_c``).
+    ``global_pool``: ``'flatten'`` (the head reads the flattened last feature map) or ``''`` (unpooled
+    maps, with ``num_classes=0``).
+
+    Features (``feature_info``): the output of each block, at reductions 2, 4, 8.
     """
+
+    first_conv = "blocks.0.lift"
+    grad_checkpointing_unsupported = (
+        "in training mode every constrained map advances its power-iteration normaliser (state kept in "
+        "buffers) on each call, so recomputing a block in the backward pass would differentiate another map")
 
     def __init__(self, num_classes: int = 10, *, in_chans: int = 3, img_size: int = 32,
                  widths: tuple[int, ...] = (32, 64, 128), depth: int = 4, step: str = "contractive",
                  head: str = "spectral", norm_mean: tuple[float, ...] = CIFAR10_MEAN,
                  step_kwargs: dict[str, Any] | None = None, method: str = "eig", cert_every: int = 10,
-                 train_normalizer: str = "power") -> None:
+                 train_normalizer: str = "power", global_pool: str = "flatten") -> None:
         super().__init__()
         if len(norm_mean) != in_chans:
             raise ValueError(f"norm_mean needs {in_chans} entries, got {norm_mean}")
@@ -121,22 +130,29 @@ class LipNet(ZooClassifier):
             blocks.append(LipBlock(c, w, n, depth, step, step_kwargs, method, cert_every, train_normalizer))
             c, n = w, n // 2
         self.blocks = nn.ModuleList(blocks)
+        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"blocks.{i}")
+                             for i, w in enumerate(widths)]
         self.num_features = c * n * n
         self.feature_shape = (c, n, n)
         self.num_classes = num_classes
+        self._set_global_pool(global_pool, num_classes)
         self.head = self._make_head(num_classes) if num_classes > 0 else nn.Identity()
 
     def _make_head(self, num_classes: int) -> nn.Module:
         return LipLinear(self.num_features, num_classes, mode=self.head_mode)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.in_chans or x.shape[-2:] != (self.img_size, self.img_size):
-            raise ValueError(f"expected images [N, {self.in_chans}, {self.img_size}, {self.img_size}] in [0, 1], "
-                             f"got shape {tuple(x.shape)}")
-        x = x - self.norm_mean.to(x.dtype)
-        for b in self.blocks:
-            x = b(x)
-        return x
+    def _prologue(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.norm_mean.to(x.dtype)
+
+    def _tap_units(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def _prune_after(self, index: int, prune_tail: bool) -> None:
+        self.blocks = self.blocks[:index + 1]
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (layer-wise learning rates): one per block; the head comes last."""
+        return dict(blocks=r"^blocks\.(\d+)")
 
     def clear_cache(self) -> None:
         """Drop the cached eval-mode weights (needed only after edits through ``param.data``)."""
@@ -168,34 +184,34 @@ class LipNet(ZooClassifier):
         return self.feature_lipschitz_upper_bound() * head
 
 
-def _lipnet(arch: str, pretrained: bool, default_classes: int, **kwargs: Any) -> LipNet:
-    return build_model(LipNet, arch, pretrained, default_num_classes=default_classes, **kwargs)
+def _lipnet(arch: str, pretrained: bool, **kwargs: Any) -> LipNet:
+    return build_model(LipNet, arch, pretrained, **kwargs)
 
 
-@register_model(family="lipnet", dataset="cifar10")
+@register_model(family="lipnet", dataset="cifar10", num_classes=10)
 def lipnet_conv_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNet:
     """The paper's layout, certified 1-Lipschitz (widths 32/64/128, four contractive steps per block),
     CIFAR-10. The zoo's flagship ``lipnet_cifar10`` is :class:`~dsnet_zoo.models.lipflow.LipFlowNet`."""
-    return _lipnet("lipnet_conv_cifar10", pretrained, 10, **kwargs)
+    return _lipnet("lipnet_conv_cifar10", pretrained, **kwargs)
 
 
-@register_model(family="lipnet", dataset="cifar100")
+@register_model(family="lipnet", dataset="cifar100", num_classes=100)
 def lipnet_conv_cifar100(pretrained: bool = False, **kwargs: Any) -> LipNet:
     """The paper's layout, certified 1-Lipschitz (widths 32/64/128, four contractive steps per block),
     CIFAR-100."""
     kwargs.setdefault("norm_mean", CIFAR100_MEAN)
-    return _lipnet("lipnet_conv_cifar100", pretrained, 100, **kwargs)
+    return _lipnet("lipnet_conv_cifar100", pretrained, **kwargs)
 
 
-@register_model(family="lipnet", dataset="cifar10")
+@register_model(family="lipnet", dataset="cifar10", num_classes=10)
 def lipnet_w2_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNet:
     """Twice as wide LipNet (widths 64/128/256), certified 1-Lipschitz, CIFAR-10."""
     kwargs.setdefault("widths", (64, 128, 256))
-    return _lipnet("lipnet_w2_cifar10", pretrained, 10, **kwargs)
+    return _lipnet("lipnet_w2_cifar10", pretrained, **kwargs)
 
 
-@register_model(family="lipnet", dataset="cifar10")
+@register_model(family="lipnet", dataset="cifar10", num_classes=10)
 def lipnet_switch_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNet:
     """LipNet with the paper's prescribed switching pairs (guarded, circular padding), CIFAR-10."""
     kwargs.setdefault("step", "prescribed")
-    return _lipnet("lipnet_switch_cifar10", pretrained, 10, **kwargs)
+    return _lipnet("lipnet_switch_cifar10", pretrained, **kwargs)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hub import WeightsCfg
+from ..hub.weights import PAPER_SOURCE
 from ..layers.lipschitz import operator_norm_bound
 from ..layers.functional import conv_op, gradient_step
 from ..registry import register_model
@@ -206,12 +207,17 @@ class LipNetPaper(ZooClassifier):
     Guarantee: ``forward`` computes what the authors' ``nn.Sequential(Normalisation(), net)`` computes
     for the same weights. ``lipschitz_upper_bound()`` is a provable (not estimated) bound of its L2
     Lipschitz constant in pixel space; it is large (these models are not 1-Lipschitz).
+
+    ``global_pool``: ``'flatten'`` (the authors' head on the flattened last map) or ``''`` (unpooled maps,
+    with ``num_classes=0``). Features (``feature_info``): the output of each block, at reductions 2, 4, 8.
     """
+
+    first_conv = "blocks.0.lift"
 
     def __init__(self, variant: str = "ne", num_classes: int = 10, in_chans: int = 3,
                  widths: tuple[int, ...] = _WIDTHS, img_size: int = 32,
                  norm_mean: tuple[float, ...] = PAPER_NORM_MEAN,
-                 norm_std: tuple[float, ...] = TRAIN_NORM_STD) -> None:
+                 norm_std: tuple[float, ...] = TRAIN_NORM_STD, global_pool: str = "flatten") -> None:
         super().__init__()
         if variant not in PAPER_VARIANTS:
             raise ValueError(f"variant must be one of {PAPER_VARIANTS}, got {variant!r}")
@@ -220,6 +226,7 @@ class LipNetPaper(ZooClassifier):
         if img_size % (2 ** len(widths)):
             raise ValueError(f"img_size must be divisible by {2 ** len(widths)}, got {img_size}")
         self.variant = variant
+        self.in_chans, self.img_size = in_chans, img_size
         self.num_classes = num_classes
         self.norm_mean = tuple(float(m) for m in norm_mean)
         self.norm_std = tuple(float(s) for s in norm_std)
@@ -231,17 +238,27 @@ class LipNetPaper(ZooClassifier):
             blocks.append(PaperBlock(chs, w, variant, hw))
             chs, hw = w, hw // 2
         self.blocks = nn.Sequential(*blocks)
+        self.feature_info = [dict(num_chs=w, reduction=2 ** (i + 1), module=f"blocks.{i}")
+                             for i, w in enumerate(widths)]
         self.num_features = chs * hw * hw
-        self.head = self._make_head(num_classes)
+        self._set_global_pool(global_pool, num_classes)
+        self.head = self._make_head(num_classes) if num_classes > 0 else nn.Identity()
 
     def _make_head(self, num_classes: int) -> nn.Module:
         return nn.Linear(self.num_features, num_classes)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4 or x.shape[1] != self.mean.shape[1]:
-            raise ValueError(f"expected images [N, {self.mean.shape[1]}, H, W] in [0, 1], got {tuple(x.shape)}")
-        x = (x - self.mean) / self.std
-        return self.blocks(x)
+    def _prologue(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def _tap_units(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def _prune_after(self, index: int, prune_tail: bool) -> None:
+        self.blocks = self.blocks[:index + 1]
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (layer-wise learning rates): one per block; the head comes last."""
+        return dict(blocks=r"^blocks\.(\d+)")
 
     @torch.no_grad()
     def lipschitz_factors(self) -> list[tuple[str, float]]:
@@ -409,7 +426,7 @@ def _paper_cfg(variant: str, margin: str) -> WeightsCfg:
         label_names=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
         recipe={"margin": float(margin), **_RECIPE_COMMON, **_RECIPE_VARIANT[variant]},
         license=_LICENSE,
-        source="paper-authors",
+        source=PAPER_SOURCE,
         origin=f"{_REPO} Adversarial Robustness/CIFAR10/{_FOLDERS[variant]}/CertifiedLip_margin_{margin}.pt "
                f"(sha256 {_SOURCE_SHA256[(variant, margin)]})",
         description=(f"The authors' own released weights ({_FOLDERS[variant]}, margin {margin}), converted "
@@ -428,26 +445,28 @@ def _paper_cfg(variant: str, margin: str) -> WeightsCfg:
 
 def _create(variant: str, arch: str, pretrained: bool, **kwargs: Any) -> LipNetPaper:
     kwargs.setdefault("norm_std", paper_norm_std(variant))
-    return build_model(LipNetPaper, arch, pretrained, default_num_classes=10, variant=variant, **kwargs)
+    return build_model(LipNetPaper, arch, pretrained, variant=variant, **kwargs)
 
 
 def _cfgs(variant: str) -> list[WeightsCfg]:
     return [_paper_cfg(variant, m) for m in _MARGINS]
 
 
-@register_model(family="lipnet_paper", dataset="cifar10", pretrained=_cfgs("ne"))
+@register_model(family="lipnet_paper", dataset="cifar10", num_classes=10, pretrained=_cfgs("ne"))
 def lipnet_paper_ne_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNetPaper:
     """The paper's non-expansive CIFAR-10 net (contractive steps only), authors' weights; not 1-Lipschitz."""
     return _create("ne", "lipnet_paper_ne_cifar10", pretrained, **kwargs)
 
 
-@register_model(family="lipnet_paper", dataset="cifar10", pretrained=_cfgs("switch_prescribed"))
+@register_model(family="lipnet_paper", dataset="cifar10", num_classes=10,
+                pretrained=_cfgs("switch_prescribed"))
 def lipnet_paper_switch_prescribed_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNetPaper:
     """The paper's switching CIFAR-10 net with prescribed step sizes, authors' weights; not 1-Lipschitz."""
     return _create("switch_prescribed", "lipnet_paper_switch_prescribed_cifar10", pretrained, **kwargs)
 
 
-@register_model(family="lipnet_paper", dataset="cifar10", pretrained=_cfgs("switch_flexible"))
+@register_model(family="lipnet_paper", dataset="cifar10", num_classes=10,
+                pretrained=_cfgs("switch_flexible"))
 def lipnet_paper_switch_flexible_cifar10(pretrained: bool = False, **kwargs: Any) -> LipNetPaper:
     """The paper's switching CIFAR-10 net with flexible step sizes, authors' weights; not 1-Lipschitz."""
     return _create("switch_flexible", "lipnet_paper_switch_flexible_cifar10", pretrained, **kwargs)

@@ -21,6 +21,7 @@ from torch import nn
 
 from ..layers.mass import MassPreservingBlock, SumPreservingLift, SumPreservingProjection
 from ..registry import register_model
+from ._base import INPUT_RANGE, check_input
 from ._builder import build_model
 
 __all__ = ["MassNet", "massnet_sir", "sir_vector_field", "sir_flow_map", "sir_dataset", "SIR_BETA", "SIR_GAMMA"]
@@ -60,8 +61,10 @@ class MassNet(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"MassNet expects (N, {self.in_features}) states, got {tuple(x.shape)}")
+        # the zoo's one input check: states are population fractions, so 0-255 counts, NaN and integer
+        # tensors are refused like badly scaled images are by the classifiers
+        check_input(x, owner="MassNet", expected=f"(N, {self.in_features}) states (float population fractions "
+                    "in [0, 1])", shape=(None, self.in_features), value_range=INPUT_RANGE, kind="states")
         return self.layers(x)
 
     def num_params(self) -> int:
@@ -80,11 +83,10 @@ class MassNet(nn.Module):
         return x / x.sum(dim=1, keepdim=True)
 
 
-@register_model(family="massnet", dataset="sir")
+@register_model(family="massnet", dataset="sir", num_classes=0, input_size=(3,))
 def massnet_sir(pretrained: bool = False, **kwargs) -> MassNet:
     """Mass-preserving network for the SIR time-1 flow map (sum of S, I, R conserved exactly)."""
-    return build_model(MassNet, "massnet_sir", pretrained, default_num_classes=0, input_size=(3,),
-                       **kwargs)
+    return build_model(MassNet, "massnet_sir", pretrained, **kwargs)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -31,15 +31,13 @@ class VPNet(StructuredStageNet):
         super().__init__(num_classes, block_fn, widths=widths, depths=depths, **kwargs)
 
 
-@register_model(family="vpnet", dataset="cifar10")
+@register_model(family="vpnet", dataset="cifar10", num_classes=10)
 def vpnet_cifar10(pretrained: bool = False, **kwargs) -> VPNet:
     """VPNet for CIFAR-10: volume-preserving conv blocks at widths 64/128/256, 4 blocks per stage (1.9 M params)."""
-    return build_model(VPNet, "vpnet_cifar10", pretrained, default_num_classes=10,
-                       **{**_cifar_stats(10), **kwargs})
+    return build_model(VPNet, "vpnet_cifar10", pretrained, **{**_cifar_stats(10), **kwargs})
 
 
-@register_model(family="vpnet", dataset="cifar100")
+@register_model(family="vpnet", dataset="cifar100", num_classes=100)
 def vpnet_cifar100(pretrained: bool = False, **kwargs) -> VPNet:
     """VPNet for CIFAR-100: volume-preserving conv blocks at widths 64/128/256, 4 blocks per stage (1.9 M params)."""
-    return build_model(VPNet, "vpnet_cifar100", pretrained, default_num_classes=100,
-                       **{**_cifar_stats(100), **kwargs})
+    return build_model(VPNet, "vpnet_cifar100", pretrained, **{**_cifar_stats(100), **kwargs})
