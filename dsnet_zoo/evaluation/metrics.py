@@ -47,7 +47,8 @@ def parse_eps(text: str) -> float:
 @dataclass(frozen=True)
 class Column:
     """One per-example outcome. ``kind``: 'pred', 'correct', 'radius', 'certified', 'robust', 'info' (bool)
-    or 'value' (float)."""
+    or 'seconds' (float: measured time, kept for the summary but not an outcome, so not in the per-example
+    side file, which is identical across reruns and process counts)."""
 
     name: str
     kind: str
@@ -216,7 +217,7 @@ class AutoAttackMetric(Metric):
             cols.append(Column(key + "/invalid", "info", norm=norm, eps=eps))
             cols.append(Column(key + "/skipped", "info", norm=norm, eps=eps))
             cols.append(Column(key + "/sampled", "info", norm=norm, eps=eps))
-            cols.append(Column(key + "/seconds", "value", norm=norm, eps=eps))
+            cols.append(Column(key + "/seconds", "seconds", norm=norm, eps=eps))
         return cols
 
     def certificate_aware(self, ctx) -> bool:

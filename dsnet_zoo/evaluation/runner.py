@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import distributed
 from ..utils import atomic_write_text, resolve_device
 from .certify import Certifier
 from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, CrossCheckError, MetricContext,
@@ -201,27 +202,6 @@ def cross_check(table: dict[str, np.ndarray], columns: Iterable[Column], *, inpu
 
 
 # ------------------------------------------------------------------------------------------------
-# distributed
-
-
-def _dist_env() -> tuple[int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    return world, rank, local
-
-
-def _init_dist(device: torch.device) -> bool:
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return False
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend=backend)
-    return True
-
-
-# ------------------------------------------------------------------------------------------------
 # the run
 
 
@@ -300,9 +280,12 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
 
-    world, rank, local_rank = _dist_env()
-    dev = resolve_device(device, local_rank)
-    own_dist = _init_dist(dev) if world > 1 else False
+    info = distributed.env_info()
+    world, rank = info.world, info.rank
+    dev = resolve_device(device, info.local_rank)
+    own_dist = info.enabled and not distributed.is_initialized()  # leave a caller's process group alone
+    if own_dist:
+        distributed.setup(dev)
 
     if isinstance(model, (str, os.PathLike)):
         model, ident = load_for_eval(str(model), arch=arch)
@@ -322,9 +305,7 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
         if own_dist:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
+            distributed.teardown(info)
 
 
 def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, cert_eps, paper_eps, aa_threats,
@@ -458,8 +439,9 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
         "command": _reproduce_command(ident, dataset, split, n, metrics, cert_eps, paper_eps, aa_threats, seed,
                                       batch_size, aa_mode, aa_cert_sample),
     }
+    timings = {c.name for c in columns if c.kind == "seconds"}
     examples = {"name": ident["name"], "dataset": dataset, "split": split, "index": indices,
-                "label": data.y.numpy(), **table}
+                "label": data.y.numpy(), **{k: v for k, v in table.items() if k not in timings}}
     if out is not None:
         out = Path(out)
         result["examples_file"] = out.name[:-len(".json")] + ".examples.json" if out.name.endswith(".json") \
@@ -501,7 +483,7 @@ def _merge_columns(done: dict[int, Any], n_batches: int, columns: list[Column]) 
     for col in columns:
         parts = [done[b]["columns"][col.name] for b in range(n_batches)]
         flat = [v for p in parts for v in p]
-        if col.kind in ("radius", "value"):
+        if col.kind in ("radius", "seconds"):
             table[col.name] = np.array([math.nan if v is None else float(v) for v in flat], dtype=np.float64)
         elif any(v is None for v in flat):
             table[col.name] = np.array(flat, dtype=object)

@@ -1,8 +1,10 @@
-"""Distributed data parallel training under ``torchrun``.
+"""Distributed runs under ``torchrun``: the one place that reads its environment and joins the process group.
 
-``torchrun --nproc_per_node=R -m dsnet_zoo train ...`` starts ``R`` processes with ``RANK``,
+``torchrun --nproc_per_node=R -m dsnet_zoo train|eval ...`` starts ``R`` processes with ``RANK``,
 ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` set; :func:`setup` joins the
-process group (``nccl`` on CUDA, ``gloo`` on CPU). The recipe's ``batch_size`` is the global batch:
+process group (``nccl`` on CUDA, ``gloo`` on CPU). Training and evaluation both use it.
+
+Training: The recipe's ``batch_size`` is the global batch:
 each rank gets ``batch_size / R`` examples of every global batch (see
 :mod:`dsnet_zoo.training.data`), and DDP averages the gradients, so for a loss that is a mean over
 examples a step equals the single-process step on the whole global batch (up to float rounding of
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistInfo", "setup", "teardown", "all_reduce_sum", "barrier", "broadcast_object"]
+__all__ = ["DistInfo", "env_info", "is_initialized", "setup", "teardown", "all_reduce_sum", "barrier",
+           "broadcast_object"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ def env_info() -> DistInfo:
     if world < 1 or not 0 <= rank < world:
         raise ValueError(f"inconsistent torchrun environment: RANK={rank}, WORLD_SIZE={world}")
     return DistInfo(rank, world, local)
+
+
+def is_initialized() -> bool:
+    """A process group is already set up (by us or by the caller)."""
+    return dist.is_available() and dist.is_initialized()
 
 
 def setup(device: torch.device) -> DistInfo:
