@@ -23,7 +23,7 @@ def create(name: str, pretrained: bool = False, num_classes: int | None = None,
     its ``config.json`` names the architecture and the sha256 of its weights.
     """
     if isinstance(name, str) and name.startswith("hf-hub:"):
-        from .hub.publish import read_hub_config
+        from .hub.repo import read_hub_config
 
         arch, weights = read_hub_config(name[len("hf-hub:"):])
         return model_entrypoint(arch)(pretrained=pretrained, weights=weights, num_classes=num_classes,

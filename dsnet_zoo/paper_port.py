@@ -13,23 +13,19 @@ are build outputs for local use: never commit or publish them.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 
-from .utils import _umask
-from .hub import WeightsCfg, WeightsError, load_into_model, sha256_file
+from .hub import WeightsCfg, WeightsError, load_into_model, sha256_file, write_hub_repo
 from .models import lipnet_paper as lp
 from .registry import get_pretrained_cfg
 
 __all__ = ["PaperCheckpoint", "paper_checkpoints", "find_paper_dir", "load_paper_checkpoint",
-           "port_paper", "write_repo_folder", "safetensors_bytes"]
+           "port_paper", "write_paper_repo", "paper_card_extra"]
 
 PAPER_WEIGHTS_ENV = "DSNET_ZOO_PAPER_WEIGHTS"
 
@@ -108,52 +104,22 @@ def load_paper_checkpoint(ckpt: PaperCheckpoint, src: str | os.PathLike | None =
     return model.eval()
 
 
-def safetensors_bytes(state_dict: dict[str, torch.Tensor]) -> bytes:
-    """Deterministic safetensors serialisation: contiguous CPU tensors, metadata ``{"format": "pt"}`` only.
-
-    One metadata entry on purpose: safetensors keeps metadata in a hash map whose order changes from
-    process to process, so two or more entries would give different bytes on every run. Provenance
-    goes into ``config.json`` instead.
-    """
-    from safetensors.torch import save
-
-    tensors = {k: state_dict[k].detach().to("cpu").contiguous().clone() for k in sorted(state_dict)}
-    return save(tensors, metadata={"format": "pt"})
-
-
-def _model_card(cfg: WeightsCfg, ckpt_name: str, card_extra: str) -> str:
+def paper_card_extra(cfg: WeightsCfg) -> str:
+    """The sections a converted checkpoint's card adds to the weights card: whose weights they are, their
+    license status, how to load the folder and the authors' own numbers."""
     m = cfg.metrics.get("paper", {})
-    eps = m.get("eps", [])
-    acc = m.get("robust_accuracy", [])
-    rows = "\n".join(f"| {e:.4f} | {a * 100:.2f} |" for e, a in zip(eps, acc))
-    recipe = json.dumps(dict(cfg.recipe or {}), indent=2, sort_keys=True)
-    return f"""---
-license: other
-license_name: unknown
-license_details: "unknown / no license file: not redistributable"
-tags:
-- dsnet_zoo
-- image-classification
-- adversarial-robustness
-- paper-authors-weights
-- not-1-lipschitz
-datasets:
-- cifar10
-pipeline_tag: image-classification
----
-
-# {ckpt_name}: the paper authors' weights
+    rows = "\n".join(f"| {e:.4f} | {a * 100:.2f} |" for e, a in zip(m.get("eps", []), m.get("robust_accuracy", [])))
+    return f"""## The paper authors' weights
 
 These are **the authors' own weights**, not trained by dsnet_zoo: the checkpoint released with
 Celledoni, Murari, Owren, Schönlieb, Sherry, "Dynamical systems' based neural networks"
 (SIAM J. Sci. Comput. 2023), converted to safetensors with our key names and nothing else changed.
 
-- Origin: {cfg.origin}
-- License status: unknown / no license file: not redistributable. The authors' repository has no
-  license file, so this folder is for local use only: do not commit or upload it.
+- License status: {cfg.license}.
+  The authors' repository has no license file, so this folder is for local use only: do not commit or
+  upload it.
 - Architecture: `{cfg.architecture}` in `dsnet_zoo/models/lipnet_paper.py` (our own code, matching the
-  authors' forward pass). Input: RGB images in [0, 1]; normalisation inside the model
-  (mean {list(cfg.norm_mean)}, std {list(cfg.norm_std)}, as the authors' evaluation used).
+  authors' forward pass), with the normalisation the authors' evaluation used inside the model.
 - **Not 1-Lipschitz**: see `docs/paper_port.md` for the certified pixel-space bound and why.
 
 ## Load
@@ -161,7 +127,7 @@ Celledoni, Murari, Owren, Schönlieb, Sherry, "Dynamical systems' based neural n
 ```python
 # DSNET_ZOO_WEIGHTS_DIR=<the folder given to `dsnet-zoo port-paper --out`>
 import dsnet_zoo
-model = dsnet_zoo.create("{ckpt_name}", pretrained=True)
+model = dsnet_zoo.create("{cfg.name}", pretrained=True)
 ```
 
 ## The authors' numbers
@@ -172,57 +138,18 @@ images, L2 radius eps in pixel space (eps = 0 is clean accuracy).
 | eps | robust accuracy |
 |---|---|
 {rows}
-
-## Training recipe (as the authors' code reads)
-
-```json
-{recipe}
-```
-{card_extra}"""
+"""
 
 
-def write_repo_folder(model, cfg: WeightsCfg, out_dir: str | os.PathLike, *, card_extra: str = "",
-                      provenance: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``<out_dir>/<cfg.hf_hub_id>/`` (model.safetensors, config.json, README.md) atomically.
-
-    Minimal stand-in for ``dsnet_zoo.hub.publish.write_hub_repo`` (same inputs), kept to this one call
-    so it can be switched. Returns ``{'path', 'sha256', 'files'}``.
-    """
+def write_paper_repo(model, cfg: WeightsCfg, out_dir: str | os.PathLike, *,
+                     provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``<out_dir>/<cfg.hf_hub_id>/`` (model.safetensors, config.json, README.md) with the one Hub
+    writer, :func:`dsnet_zoo.hub.write_hub_repo`, replacing the files of an earlier conversion.
+    Returns its ``{'path', 'sha256', 'cfg', 'files'}``."""
     if not cfg.hf_hub_id or "/" not in cfg.hf_hub_id:
         raise ValueError(f"{cfg.name} needs an hf_hub_id of the form org/name, got {cfg.hf_hub_id!r}")
-    out_dir = Path(out_dir)
-    final = out_dir / cfg.hf_hub_id
-    final.parent.mkdir(parents=True, exist_ok=True)
-    blob = safetensors_bytes(model.state_dict())
-    model_args = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg.model_args).items()}
-    config = {
-        "architecture": cfg.architecture,
-        "num_classes": int(model.num_classes),
-        "num_features": int(model.num_features),
-        "pretrained_cfg": cfg.timm_pretrained_cfg(),
-        "model_args": model_args,
-        "dsnet_zoo": {"name": cfg.name, "tag": cfg.tag, "source": cfg.source, "license": cfg.license,
-                      "origin": cfg.origin, "weights_sha256": cfg.sha256, **(provenance or {})},
-    }
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the repo folder should be readable like any other
-    try:
-        (tmp / cfg.filename).write_bytes(blob)
-        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        (tmp / "README.md").write_text(_model_card(cfg, cfg.name, card_extra), encoding="utf-8")
-        digest = sha256_file(tmp / cfg.filename)
-        if final.exists():
-            # a directory cannot be replaced in one rename: move the old one aside first
-            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-            os.replace(final, trash / "old")
-            os.replace(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return {"path": str(final), "sha256": digest, "files": sorted(p.name for p in final.iterdir())}
+    return write_hub_repo(model, cfg, Path(out_dir) / cfg.hf_hub_id, overwrite=True,
+                          card_extra=paper_card_extra(cfg), provenance=provenance)
 
 
 def port_paper(src: str | os.PathLike | None, out: str | os.PathLike, *, filter: str | Iterable[str] = "",
@@ -244,7 +171,7 @@ def port_paper(src: str | os.PathLike | None, out: str | os.PathLike, *, filter:
     for c in ckpts:
         model = load_paper_checkpoint(c, src_dir)
         cfg = c.cfg
-        info = write_repo_folder(model, cfg, out, provenance={
+        info = write_paper_repo(model, cfg, out, provenance={
             "source_file": c.filename, "source_sha256": c.source_sha256,
             "conversion": "key renaming only (dsnet_zoo.models.lipnet_paper.map_paper_state_dict)"})
         info.update(name=c.name, registered_sha256=cfg.sha256,

@@ -19,12 +19,11 @@ import torch.nn.functional as F
 
 import dsnet_zoo
 from conftest import env_path
-from dsnet_zoo.hub import ChecksumError, WeightsError, sha256_file
+from dsnet_zoo.hub import ChecksumError, WeightsError, safetensors_bytes, sha256_file
 from dsnet_zoo.models import lipnet_paper as lp
 from dsnet_zoo.models.lipnet_paper import (LipNetPaper, PaperBlock, conv_norm_upper_bound,
                                            dense_norm_upper_bound, map_paper_state_dict)
-from dsnet_zoo.paper_port import (PaperCheckpoint, load_paper_checkpoint, paper_checkpoints, port_paper,
-                                  safetensors_bytes)
+from dsnet_zoo.paper_port import PaperCheckpoint, load_paper_checkpoint, paper_checkpoints, port_paper
 
 ARCHS = ("lipnet_paper_ne_cifar10", "lipnet_paper_switch_prescribed_cifar10",
          "lipnet_paper_switch_flexible_cifar10")

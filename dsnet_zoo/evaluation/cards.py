@@ -1,11 +1,11 @@
 """Model cards ``model_cards/<arch.tag>.md`` generated from the evaluation results.
 
-The YAML front matter is Hugging Face's ``model-index`` (rendered by ``huggingface_hub.ModelCardData``
-with one ``EvalResult`` per measured number), so the Hub shows the same numbers as the leaderboard:
-the rows of :func:`~.report.merge_results`, each number from the result with the largest ``n`` (then
-the newest) and quoted with its ``n``. A card describes one set of weights: the registered ones when
-results for them exist, else those of the newest result. ``library_name`` is deliberately not
-``timm``: the Hub's timm snippet cannot load a dsnet_zoo model.
+The body is written here from the rows of :func:`~.report.merge_results`: each number from the result
+with the largest ``n`` (then the newest), quoted with its ``n``, and the commands that reproduce it. The
+YAML front matter comes from the zoo's one card writer, :mod:`dsnet_zoo.hub.repo` (``ModelCardData``
+with one ``EvalResult`` per number, so the Hub shows the same numbers as the leaderboard; the Hub
+license id, tags and ``library_name`` as on every card the zoo writes). A card describes one set of
+weights: the registered ones when results for them exist, else those of the newest result.
 """
 from __future__ import annotations
 
@@ -13,14 +13,13 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..hub.repo import arch_family, card_metadata, card_tags, eval_result, render_card
+from ..utils import atomic_write_text
 from .regression import REGRESSION_METRICS
 from .report import REGRESSION_COLUMNS, merge_results, table_order, threat_order
-from .runner import atomic_write_text
 
 __all__ = ["model_card", "write_model_cards"]
 
-_HF_DATASET = {"cifar10-full": "cifar10", "cifar10-real": "cifar10", "cifar10": "cifar10",
-               "cifar100-full": "cifar100", "cifar100-real": "cifar100", "cifar100": "cifar100"}
 _ACC_LABELS = (("certified", "certified accuracy"), ("autoattack", "AutoAttack robust accuracy"),
                ("paper-pgd", "PGD-10 (paper protocol) robust accuracy"))
 
@@ -31,38 +30,30 @@ def _cells_of(row: dict[str, Any], metric: str) -> list[tuple[str, dict[str, Any
 
 
 def _eval_results(rows: list[dict[str, Any]]):
-    from huggingface_hub import EvalResult
-
     out = []
     for row in rows:
-        ds = row["dataset"]
         regression = row["task"] == "regression"
         # the Hub groups results by (dataset type, config, split): the config names the set
-        common = dict(task_type="tabular-regression" if regression else "image-classification",
-                      task_name="Regression" if regression else "Image Classification",
-                      dataset_type=_HF_DATASET.get(ds, ds), dataset_name=row["title"], dataset_config=ds,
-                      dataset_split=row["split"])
+        common = dict(task=row["task"], dataset=row["dataset"], dataset_name=row["title"], split=row["split"])
         if regression:
             for metric, key in REGRESSION_COLUMNS:
                 c = row["cells"].get((metric, key))
                 if c is None or c["value"] is None:
                     continue
-                out.append(EvalResult(metric_type=metric.replace("_", "-"),
-                                      metric_name=f"{metric.replace('_', ' ')}, {key} (n={c['n']})",
-                                      metric_value=float(f"{c['value']:.6g}"), metric_config=key, **common))
+                out.append(eval_result(metric=metric.replace("_", "-"), name=f"{metric.replace('_', ' ')}, {key} "
+                                       f"(n={c['n']})", value=float(f"{c['value']:.6g}"), config=key, **common))
             continue
         clean = row["cells"].get(("clean", ""))
         if clean and clean["value"] is not None:
-            out.append(EvalResult(metric_type="accuracy", metric_name=f"clean accuracy (n={clean['n']})",
-                                  metric_value=round(clean["value"], 4), **common))
+            out.append(eval_result(metric="accuracy", name=f"clean accuracy (n={clean['n']})",
+                                   value=round(clean["value"], 4), **common))
         for metric, label in _ACC_LABELS:
             for key, c in _cells_of(row, metric):
                 if c["value"] is None:
                     continue
                 norm, _, eps = key.partition(":")
-                out.append(EvalResult(metric_type=f"{metric}-accuracy",
-                                      metric_name=f"{label}, {norm} eps={eps} (n={c['n']})",
-                                      metric_value=round(c["value"], 4), metric_config=key, **common))
+                out.append(eval_result(metric=f"{metric}-accuracy", name=f"{label}, {norm} eps={eps} (n={c['n']})",
+                                       value=round(c["value"], 4), config=key, **common))
     return out
 
 
@@ -97,19 +88,18 @@ def _section(row: dict[str, Any]) -> list[str]:
 
 def model_card(name: str, rows: list[dict[str, Any]]) -> str:
     """The card text of ``name`` from its merged rows (one per test set, in table order, one weights sha256)."""
-    from huggingface_hub import ModelCard, ModelCardData
-
     if len({row["weights_sha256"] for row in rows}) > 1:
         raise ValueError(f"the rows of {name}'s card come from different weights; pass those of one sha256")
     first = rows[0]
     regression = first["task"] == "regression"
-    datasets = sorted({_HF_DATASET.get(row["dataset"], row["dataset"]) for row in rows})
     lip = first["lipschitz"]
-    kind = "certified-robustness" if lip.get("bound") is not None else "dynamical-systems"
-    data = ModelCardData(model_name=name, license=first.get("license") or None, datasets=datasets,
-                         tags=["dsnet_zoo", "regression" if regression else "image-classification",
-                               "structure-preserving", kind],
-                         metrics=["mse"] if regression else ["accuracy"], eval_results=_eval_results(rows))
+    cfg = _registered_cfg(name)
+    same = cfg is not None and cfg.sha256 == first["weights_sha256"]
+    data = card_metadata(name=name, task=first["task"], license=first.get("license"),
+                         origin=cfg.origin if same else None, datasets=[row["dataset"] for row in rows],
+                         tags=card_tags(task=first["task"], certified=lip.get("bound") is not None,
+                                        family=arch_family(first.get("model")), source=first.get("source")),
+                         eval_results=_eval_results(rows))
     lines = [f"# {name}", "",
              f"Architecture `{first.get('model')}`, weights tag `{first.get('tag')}`"
              + (f", produced by {first['source']}" if first.get("source") else "")
@@ -129,17 +119,16 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
               "set), the largest measured.", ""]
     for row in rows:
         lines += _section(row)
-    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines)))
+    return render_card(data, "\n".join(lines))
 
 
-def _registered_sha(name: str) -> str | None:
+def _registered_cfg(name: str):
     from ..registry import UnknownModelError, get_pretrained_cfg
 
     try:
-        cfg = get_pretrained_cfg(name)
+        return get_pretrained_cfg(name)
     except UnknownModelError:
         return None
-    return cfg.sha256 if cfg is not None else None
 
 
 def write_model_cards(results: list[dict[str, Any]], cards_dir: str | os.PathLike) -> list[Path]:
@@ -151,7 +140,8 @@ def write_model_cards(results: list[dict[str, Any]], cards_dir: str | os.PathLik
     written = []
     for name, rows in sorted(by_name.items()):
         shas = {row["weights_sha256"] for row in rows}
-        sha = _registered_sha(name)
+        cfg = _registered_cfg(name)
+        sha = cfg.sha256 if cfg is not None else None
         if sha not in shas:
             sha = max(rows, key=lambda row: row["finished"])["weights_sha256"]
         rows = sorted((row for row in rows if row["weights_sha256"] == sha),
