@@ -282,6 +282,13 @@ def test_certificate_aware_autoattack_equals_a_full_run(tmp_path, cls):
                    for _, e in threats)
     assert certified_total > 0  # the certificate-aware path was exercised
     if cls is LinearReference:
+        # the cross-check sample is drawn per run, not per batch: the same points with smaller batches
+        small = _run(m, data, tmp_path, name="small", aa_cert_sample=2, **{**kw, "batch_size": 5})
+        for norm, eps in threats:
+            key = f"autoattack/{norm}/{format_eps(eps)}"
+            s, a = _aa_columns(small, key), _aa_columns(aware, key)
+            assert np.array_equal(s["/sampled"], a["/sampled"]) and np.array_equal(s[""], a[""])
+    if cls is LinearReference:
         assert skipped_total > 0  # the saving is real: certified points were not attacked
 
 

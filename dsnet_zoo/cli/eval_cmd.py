@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
                    help="AutoAttack every correct point; by default models with a provable bound are attacked "
                         "certificate-aware (certified points skipped, a seeded sample of them attacked as a check)")
     p.add_argument("--aa-cert-sample", type=int, default=32,
-                   help="certified points attacked per batch and threat as the cross-check (default 32)")
+                   help="certified points attacked per threat as the cross-check (default 32)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:K (default: auto)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)

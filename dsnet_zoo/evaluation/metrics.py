@@ -70,7 +70,7 @@ class MetricContext:
     bound_info: dict[str, Any]
     # AutoAttack: "auto" = certificate-aware when the model has a bound, "full" = every correct point
     aa_mode: str = "auto"
-    aa_cert_sample: int = 32  # certified points attacked per batch and threat as a cross-check
+    aa_cert_sample: int = 32  # certified points attacked per run and threat as a cross-check
 
 
 @dataclass
@@ -81,6 +81,7 @@ class Batch:
     y: torch.Tensor
     logits: torch.Tensor
     radii: dict[str, torch.Tensor]
+    start: int = 0  # position of the batch's first example in the evaluated set
 
 
 class Metric:
@@ -92,6 +93,12 @@ class Metric:
     def setup(self, ctx: MetricContext) -> dict[str, Any]:
         """Check that the metric can run and return what to record (settings, package versions)."""
         return {}
+
+    # True: the runner calls prepare() with every example's certified radius before the first batch
+    needs_certificates_upfront = False
+
+    def prepare(self, ctx: MetricContext, radius: np.ndarray, correct: np.ndarray) -> None:
+        """See ``needs_certificates_upfront``: the whole set's radii (float64) and clean correctness."""
 
     def run_batch(self, ctx: MetricContext, batch: Batch) -> dict[str, np.ndarray]:
         raise NotImplementedError
@@ -200,8 +207,9 @@ class AutoAttackMetric(Metric):
     certified L2 radius exceeds the threat's reach (``eps`` for L2, ``sqrt(d) eps`` for Linf, since
     ``||delta||_2 <= sqrt(d) ||delta||_inf``) cannot be broken, so AutoAttack runs only on the correct
     points that are not certified; misclassified points are never robust (standard AutoAttack skips them
-    too). As a cross-check, ``aa_cert_sample`` certified points per batch and threat (seeded) are attacked
-    as well; breaking any of them raises :class:`CertifiedPointBroken` (a :class:`CrossCheckError` for the
+    too). As a cross-check, ``aa_cert_sample`` certified points per run and threat (drawn with a seeded
+    generator from all certified points of the set, whatever the batch size, process count or resumption)
+    are attacked as well; breaking any of them raises :class:`CertifiedPointBroken` (a :class:`CrossCheckError` for the
     runner: no result is written). The robust accuracy is the number standard AutoAttack gives on all
     points, provided the certificate holds (which the sample checks): standard AutoAttack cannot break a
     certified point either. Recorded per threat: points attacked, certified points skipped, the sample,
@@ -238,10 +246,29 @@ class AutoAttackMetric(Metric):
                "threats": [f"{n}:{format_eps(e)}" for n, e in ctx.aa_threats], "seed": ctx.seed}
         if self.certificate_aware(ctx):
             rec["mode"] = "certificate-aware"
-            rec["cross_check_sample_per_batch"] = ctx.aa_cert_sample
+            rec["cross_check_sample_per_threat"] = ctx.aa_cert_sample
         else:
             rec["mode"] = "full"
         return rec
+
+    needs_certificates_upfront = True
+
+    @staticmethod
+    def _reach(ctx, norm: str, eps: float) -> float:
+        """The L2 radius that covers the threat ball (``||delta||_2 <= sqrt(d) ||delta||_inf``)."""
+        return eps if norm == "L2" else eps * math.sqrt(ctx.input_dim)
+
+    def prepare(self, ctx, radius, correct):
+        self.sample: dict[int, np.ndarray] = {}
+        self.certified_upfront: dict[int, np.ndarray] = {}
+        if not self.certificate_aware(ctx):
+            return
+        for t, (norm, eps) in enumerate(ctx.aa_threats):
+            certified = correct & (radius > self._reach(ctx, norm, eps))
+            idx = np.flatnonzero(certified)
+            rng = np.random.default_rng([ctx.seed, t])
+            self.sample[t] = np.sort(rng.choice(idx, size=min(len(idx), ctx.aa_cert_sample), replace=False))
+            self.certified_upfront[t] = certified
 
     def _attack(self, ctx, x, y, norm, eps, seed):
         from .attacks import run_autoattack
@@ -265,12 +292,14 @@ class AutoAttackMetric(Metric):
             sampled = np.zeros(n, dtype=bool)
             seconds = np.zeros(n, dtype=np.float64)
             if aware:
-                reach = eps if norm == "L2" else eps * math.sqrt(ctx.input_dim)
+                reach = self._reach(ctx, norm, eps)
                 certified = correct & (radius > reach)
-                rng = np.random.default_rng([batch.seed, t])
-                cert_idx = np.flatnonzero(certified)
-                pick = np.sort(rng.choice(cert_idx, size=min(len(cert_idx), ctx.aa_cert_sample), replace=False))
-                sampled[pick] = True
+                where = np.arange(batch.start, batch.start + n)
+                if not np.array_equal(certified, self.certified_upfront[t][where]):
+                    raise RuntimeError(f"batch {batch.index}: the certificates differ from the ones computed before "
+                                       "the run (the model is not deterministic?); rerun with aa_mode='full'")
+                sampled = np.isin(where, self.sample[t])
+                pick = np.flatnonzero(sampled)
                 skipped = certified & ~sampled
                 robust[certified] = True
                 groups = [np.flatnonzero(correct & ~certified), pick]

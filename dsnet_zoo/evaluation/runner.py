@@ -263,7 +263,7 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     ``nn.Module`` (then ``ident`` names it). ``dataset`` is a name (:func:`dsnet_zoo.data.load_dataset`)
     or an :class:`~dsnet_zoo.data.EvalData` built in memory. ``metrics`` from :func:`~.metrics.list_metrics`.
     ``aa_mode``: ``'auto'`` runs AutoAttack certificate-aware on models with a provable bound (certified
-    points skipped, ``aa_cert_sample`` of them per batch and threat attacked as a cross-check; see
+    points skipped, ``aa_cert_sample`` of them per threat attacked as a cross-check; see
     :class:`~.metrics.AutoAttackMetric`), ``'full'`` attacks every correct point.
     ``max_batches`` stops after that many newly computed batches (per process) and returns ``None``,
     leaving the state to resume from. Per-example outcomes go to ``<out stem>.examples.json``; the
@@ -352,6 +352,19 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
     _prepare_state(state_dir, config, fingerprint, restart, rank, world)
 
     n_batches = math.ceil(n / batch_size)
+    upfront = [m for m in metric_objs if m.needs_certificates_upfront]
+    if upfront:
+        # every example's certificate, in the run's own batches (the same arithmetic as below), so that a
+        # metric can choose among all examples whatever the batch, process count or resumption
+        radius_all, correct_all = np.zeros(n), np.zeros(n, dtype=bool)
+        for b in range(n_batches):
+            lo, hi = b * batch_size, min((b + 1) * batch_size, n)
+            x, y = data.float_batch(lo, hi)
+            logits, radii = certifier.logits_and_radii(x.to(dev, dtype).contiguous(), y.to(dev))
+            radius_all[lo:hi] = radii["radius"].cpu().numpy()
+            correct_all[lo:hi] = (logits.argmax(1) == y.to(dev)).cpu().numpy()
+        for m in upfront:
+            m.prepare(ctx, radius_all, correct_all)
     mine = [b for b in range(n_batches) if b % world == rank]
     done: dict[int, dict[str, Any]] = {}
     for b in mine:
@@ -377,7 +390,7 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
         x = x.to(dev, dtype).contiguous()
         y = y.to(dev)
         logits, radii = certifier.logits_and_radii(x, y)
-        batch = Batch(index=b, seed=_batch_seed(seed, b), x=x, y=y, logits=logits, radii=radii)
+        batch = Batch(index=b, seed=_batch_seed(seed, b), x=x, y=y, logits=logits, radii=radii, start=lo)
         cols: dict[str, Any] = {}
         for m in metric_objs:
             cols.update(m.run_batch(ctx, batch))
