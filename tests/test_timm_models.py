@@ -350,3 +350,25 @@ def test_features_only_is_timms_feature_getter():
         torch.testing.assert_close(g, w)
     with pytest.raises(ValueError, match="feature_cls='getter'"):
         timm.create_model("vpnet_cifar10", features_only=True, feature_cls="list")
+
+
+def test_grad_checkpointing_gives_the_same_gradients_or_is_refused():
+    from dsnet_zoo.models.hamnet import HamNet
+    from dsnet_zoo.models.lipnet import LipNet
+
+    torch.manual_seed(0)
+    model = HamNet(10, widths=(4, 8), depths=(1, 1)).train()
+    x = torch.rand(2, 3, 32, 32)
+    grads, calls = [], []
+    model.stages[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        calls.clear()
+        model(x).square().sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+        assert len(calls) == (2 if enable else 1)  # checkpointed: the stage runs again in the backward pass
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    with pytest.raises(NotImplementedError, match="power-iteration normaliser"):
+        LipNet(10, widths=(4,), img_size=8).set_grad_checkpointing()

@@ -16,12 +16,16 @@ __all__ = ["ZooClassifier", "INPUT_RANGE", "check_input", "feature_take_indices"
 INPUT_RANGE = (-1.0, 2.0)
 
 
+# torch.compiler.is_exporting is torch >= 2.5; before it, export traced with dynamo (is_compiling)
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)
+
+
 def _values_unavailable(x: torch.Tensor) -> bool:
     """True where the input's values cannot (or must not) be read: meta tensors, and inside torch.compile,
     torch.export, torch.jit.trace and functorch transforms (vmap cannot read a batched value, and reading
     one while tracing would bake a data-dependent branch into the graph). timm skips value checks there too."""
     return (x.device.type == "meta" or torch.jit.is_tracing() or torch.compiler.is_compiling()
-            or torch.compiler.is_exporting() or torch._C._are_functorch_transforms_active())
+            or _is_exporting() or torch._C._are_functorch_transforms_active())
 
 
 def _fmt(v: float) -> str:
