@@ -175,6 +175,23 @@ def test_regression_metrics_of_training_in_the_model_index(tmp_path):
     assert meta["metrics"] == ["mse"] and "regression" in meta["tags"] and "pipeline_tag" not in meta
 
 
+def test_training_export_card(tmp_path):
+    import train_helpers as th
+    from dsnet_zoo.training import train
+
+    th.register()
+    try:
+        res = train(th.tiny_recipe(epochs=1, tag="cards"), tmp_path / "run", progress=False, plot=False)
+    finally:
+        th.unregister()
+    meta, results = check_card(tmp_path / "run" / "hub" / "README.md")
+    m = res.hub["cfg"].metrics
+    assert meta["license"] == "mit" and meta["datasets"] == [th.DATASET]
+    assert [(r.metric_type, r.metric_value, r.metric_name, r.dataset_split) for r in results] == [
+        ("accuracy", round(m[th.DATASET]["clean"] / 100, 6), f"clean accuracy (n={m['eval_images']})", m["eval_split"])]
+    assert "## Training run" in (tmp_path / "run" / "hub" / "README.md").read_text()
+
+
 def test_keep_weights_rerenders_only_card_and_config(scratch_arch, tmp_path):
     torch.manual_seed(0)
     model = dsnet_zoo.create(scratch_arch)
