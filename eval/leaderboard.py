@@ -152,14 +152,19 @@ def main(argv: list[str] | None = None) -> int:
                 run_metrics = list(dict.fromkeys(["clean", *metrics]))
                 dataset, n, run_settings = args.dataset, len(data), settings
             # the file is keyed by the weights' sha256: the registered one (checked when loading), else the file's
-            model = ident = None
-            sha = cfg.sha256
-            if not sha:
+            def load():
                 try:
-                    model, ident = load_for_eval(name)
+                    return load_for_eval(name)
                 except WeightsError as e:
                     print(f"{name}: FAILED to load its weights: {e}", file=sys.stderr)
                     errors.append(name)
+                    return None, None
+
+            model = ident = None
+            sha = cfg.sha256
+            if not sha:
+                model, ident = load()
+                if model is None:
                     continue
                 sha = ident["weights_sha256"]
             out = results_dir / (result_stem(name, dataset, run_metrics, n=n, weights_sha256=sha,
@@ -168,11 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name}: kept {out.name} (use --force to redo)", file=sys.stderr)
                 continue
             if model is None:
-                try:
-                    model, ident = load_for_eval(name)
-                except WeightsError as e:
-                    print(f"{name}: FAILED to load its weights: {e}", file=sys.stderr)
-                    errors.append(name)
+                model, ident = load()
+                if model is None:
                     continue
             print(f"{name}: evaluating on {dataset}, n={n} ({', '.join(run_metrics)}) -> {out.name}", file=sys.stderr)
             try:

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-__all__ = ["ZooClassifier", "INPUT_RANGE", "check_input", "feature_take_indices"]
+__all__ = ["SequentialBlocksMixin", "ZooClassifier", "INPUT_RANGE", "check_input", "feature_take_indices"]
 
 # Inputs are images in [0, 1]; values in [-1, 2] are accepted so that adversarial perturbations and
 # additive noise pass, while 0-255 images (max far above 2) and images already standardised with a
@@ -313,3 +313,20 @@ class ZooClassifier(nn.Module):
     def feature_lipschitz_upper_bound(self) -> float | None:
         """Certified L2 Lipschitz bound of the pre-logit features in pixel space, or ``None``."""
         return None
+
+
+class SequentialBlocksMixin:
+    """timm hooks of a classifier whose body is ``self.blocks``, an ``nn.Sequential`` of stages: features
+    are tapped after each block, pruning keeps the first ones, one parameter group per block."""
+
+    blocks: nn.Sequential
+
+    def _tap_units(self) -> list[nn.Module]:
+        return list(self.blocks)
+
+    def _prune_after(self, index: int, prune_tail: bool) -> None:
+        self.blocks = self.blocks[:index + 1]
+
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's parameter groups (layer-wise learning rates): one per block; the head comes last."""
+        return dict(blocks=r"^blocks\.(\d+)")

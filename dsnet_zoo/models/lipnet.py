@@ -30,7 +30,7 @@ from torch import nn
 from ..layers.gradient_flow import ContractiveStep, SwitchingPair
 from ..layers.lipschitz import LipConv2d, LipLinear, clear_caches
 from ..registry import register_model
-from ._base import ZooClassifier
+from ._base import SequentialBlocksMixin, ZooClassifier
 from ._builder import build_model
 
 __all__ = ["LipBlock", "LipNet", "CIFAR10_MEAN", "CIFAR100_MEAN"]
@@ -90,7 +90,7 @@ class LipBlock(nn.Module):
         return torch.randn((batch, self.input_shape[0], n, n), dtype=dtype, generator=generator)
 
 
-class LipNet(ZooClassifier):
+class LipNet(SequentialBlocksMixin, ZooClassifier):
     """Certified 1-Lipschitz classifier (see the module docstring). Inputs: ``[N, in_chans, img_size,
     img_size]`` in ``[0, 1]``.
 
@@ -143,16 +143,6 @@ class LipNet(ZooClassifier):
 
     def _prologue(self, x: torch.Tensor) -> torch.Tensor:
         return x - self.norm_mean.to(x.dtype)
-
-    def _tap_units(self) -> list[nn.Module]:
-        return list(self.blocks)
-
-    def _prune_after(self, index: int, prune_tail: bool) -> None:
-        self.blocks = self.blocks[:index + 1]
-
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """timm's parameter groups (layer-wise learning rates): one per block; the head comes last."""
-        return dict(blocks=r"^blocks\.(\d+)")
 
     def clear_cache(self) -> None:
         """Drop the cached eval-mode weights (needed only after edits through ``param.data``)."""

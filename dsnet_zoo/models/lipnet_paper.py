@@ -43,7 +43,7 @@ from ..hub.weights import PAPER_SOURCE
 from ..layers.lipschitz import operator_norm_bound
 from ..layers.functional import conv_op, gradient_step
 from ..registry import register_model
-from ._base import ZooClassifier
+from ._base import SequentialBlocksMixin, ZooClassifier
 from ._builder import build_model
 
 __all__ = [
@@ -201,7 +201,7 @@ class PaperBlock(nn.Module):
         return out
 
 
-class LipNetPaper(ZooClassifier):
+class LipNetPaper(SequentialBlocksMixin, ZooClassifier):
     """The authors' ``Network(3, 32, 64, 128, 4, 4, 4, S=2, a=0.5)`` with the normalisation inside.
 
     Guarantee: ``forward`` computes what the authors' ``nn.Sequential(Normalisation(), net)`` computes
@@ -249,16 +249,6 @@ class LipNetPaper(ZooClassifier):
 
     def _prologue(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
-
-    def _tap_units(self) -> list[nn.Module]:
-        return list(self.blocks)
-
-    def _prune_after(self, index: int, prune_tail: bool) -> None:
-        self.blocks = self.blocks[:index + 1]
-
-    def group_matcher(self, coarse: bool = False) -> dict:
-        """timm's parameter groups (layer-wise learning rates): one per block; the head comes last."""
-        return dict(blocks=r"^blocks\.(\d+)")
 
     @torch.no_grad()
     def lipschitz_factors(self) -> list[tuple[str, float]]:
