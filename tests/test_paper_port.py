@@ -251,6 +251,29 @@ def test_contractive_step_with_large_step_is_expansive():
     assert jn == pytest.approx(3.0 - 1.0, rel=1e-6)
 
 
+def test_contractive_factors_are_the_layer_function(monkeypatch):
+    """LipNetPaper's contractive-step factors are computed by the layers' ``contractive_factor`` (one
+    implementation of the bound), with ``s = 0`` (no certified sigma_min) and each step's activation slope."""
+    from dsnet_zoo.layers import gradient_flow
+
+    assert lp.contractive_factor is gradient_flow.contractive_factor
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return gradient_flow.contractive_factor(*args, **kwargs)
+
+    monkeypatch.setattr(lp, "contractive_factor", spy)
+    for variant in lp.PAPER_VARIANTS:
+        blk = _block(variant, u=[2.9, 0.2, 3.0, 0.7])  # some steps with h ||A||^2 > 2: factors above 1
+        calls.clear()
+        contractive = [f for n, f in blk.lipschitz_factors() if n.endswith("contractive")]
+        assert len(calls) == len(contractive) > 0
+        assert contractive == [gradient_flow.contractive_factor(*a, **k) for a, k in calls]
+        slope = 0.0 if variant == "ne" else blk.slope
+        assert all(k.get("negative_slope", 0.0) == slope and len(a) == 2 for a, k in calls)
+    assert any(f > 1 for f in contractive)
+
 def test_model_bound_dominates_jacobian_on_random_weights():
     torch.manual_seed(4)
     for variant in lp.PAPER_VARIANTS:

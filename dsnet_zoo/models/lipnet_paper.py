@@ -40,8 +40,9 @@ from torch import nn
 
 from ..hub import WeightsCfg
 from ..hub.weights import PAPER_SOURCE
-from ..layers.lipschitz import operator_norm_bound
 from ..layers.functional import conv_op, gradient_step
+from ..layers.gradient_flow import contractive_factor
+from ..layers.lipschitz import operator_norm_bound
 from ..registry import register_model
 from ._base import SequentialBlocksMixin, ZooClassifier
 from ._builder import build_model
@@ -166,7 +167,9 @@ class PaperBlock(nn.Module):
         - contractive step ``x - h A^T s(Ax + b)`` with ``s' in [0, 1]`` (ReLU, LeakyReLU(0.5)): along any
           segment the map's difference quotient is ``I - h A^T D A`` with D diagonal in [0, 1] (an average
           of such Jacobians), a symmetric matrix with eigenvalues in ``[1 - h ||A||^2, 1]``; so the factor
-          is ``max(1, h a^2 - 1)`` with ``a >= ||A||``. It exceeds 1 only when ``h a^2 > 2``.
+          is ``max(1, |1 - h a^2|) = max(1, h a^2 - 1)`` with ``a >= ||A||``
+          (:func:`~dsnet_zoo.layers.gradient_flow.contractive_factor` with no certified ``sigma_min``, ``s = 0``).
+          It exceeds 1 only when ``h a^2 > 2``.
         - expansive gradient step ``x + h A^T relu(Ax + b)``: ``I + h A^T D A``, factor ``1 + h a^2``.
         - expansive non-gradient step ``x + c lrelu(Ex + e)``, ``c = h r >= 0``: ``I + c D E``, factor
           ``1 + c ||E||``.
@@ -177,25 +180,23 @@ class PaperBlock(nn.Module):
         out.append(("lift", abs(float(self.rescalings[-1])) * conv_norm_upper_bound(self.lift.weight, hw)))
         norms = [conv_norm_upper_bound(c.weight, hw) for c in self.convs]
         h = self.u.detach().abs().double()
-
-        def contractive(hk: float, a: float) -> float:
-            return max(1.0, hk * a * a - 1.0)
-
         if self.variant == "ne":
             for k in range(self.num_steps):
-                out.append((f"step{k}.contractive", contractive(float(h[k]), norms[k])))
+                out.append((f"step{k}.contractive", contractive_factor(float(h[k]), norms[k])))
         elif self.variant == "switch_prescribed":
             r = self.rescalings[:-1].detach().double().clamp(0.0, 1.0)
             for p in range(self.num_steps // 2):
                 h_e, h_c = float(h[2 * p]) / self.substeps, float(h[2 * p + 1]) / self.substeps
                 for s in range(self.substeps):
                     out.append((f"pair{p}.sub{s}.expansive", 1.0 + h_e * float(r[p]) * norms[2 * p]))
-                    out.append((f"pair{p}.sub{s}.contractive", contractive(h_c, norms[2 * p + 1])))
+                    out.append((f"pair{p}.sub{s}.contractive",
+                                contractive_factor(h_c, norms[2 * p + 1], negative_slope=self.slope)))
         else:
             for p in range(self.num_steps // 2):
                 h_c, h_e = float(h[2 * p]) / self.substeps, float(h[2 * p + 1])
                 for s in range(self.substeps):
-                    out.append((f"pair{p}.sub{s}.contractive", contractive(h_c, norms[2 * p])))
+                    out.append((f"pair{p}.sub{s}.contractive",
+                                contractive_factor(h_c, norms[2 * p], negative_slope=self.slope)))
                 out.append((f"pair{p}.expansive", 1.0 + h_e * norms[2 * p] ** 2))
         out.append(("maxpool", 1.0))
         return out
