@@ -6,14 +6,13 @@
 """
 from __future__ import annotations
 
+from ._version import __version__
 from ._api import create, model_info
 from .hub import WeightsCfg, WeightsError
 from .registry import (UnknownModelError, list_models, list_pretrained, register_model,
                        register_pretrained)
 from . import models  # noqa: F401  (registers the architectures)
 from ._import_hook import when_imported
-
-__version__ = "0.1.0"
 
 __all__ = [
     "create", "model_info", "list_models", "list_pretrained", "register_model", "register_pretrained",

@@ -6,6 +6,7 @@ from typing import Any
 
 from torch import nn
 
+from .hub.repo import read_hub_config
 from .registry import arch_info, get_pretrained_cfg, get_pretrained_cfgs, model_entrypoint, split_model_name
 
 __all__ = ["create", "model_info"]
@@ -23,8 +24,6 @@ def create(name: str, pretrained: bool = False, num_classes: int | None = None,
     its ``config.json`` names the architecture and the sha256 of its weights.
     """
     if isinstance(name, str) and name.startswith("hf-hub:"):
-        from .hub.repo import read_hub_config
-
         arch, weights = read_hub_config(name[len("hf-hub:"):])
         return model_entrypoint(arch)(pretrained=pretrained, weights=weights, num_classes=num_classes,
                                       checkpoint_path=checkpoint_path, **kwargs)

@@ -7,17 +7,23 @@ module does nothing.
 """
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
 from . import registry
+from ._api import create
 from .hub.weights import WeightsCfg
+from .layers.hamiltonian import HamiltonianBlock
+from .layers.lipschitz import CachedModule
+from .layers.volume import VolumePreservingBlock
+from .models.lipnet_paper import PaperBlock
 
 _registered: set[str] = set()
 
 
 def _timm_registry():
-    try:
+    try:  # timm stays in functions: optional, seconds to import, and a broken one only disables the bridge
         from timm.models import _registry as timm_registry
         from timm.models._pretrained import PretrainedCfg
     except Exception:  # timm missing or broken (e.g. a torchvision that cannot import)
@@ -33,8 +39,6 @@ def _entrypoint(arch: str):
     def entry(pretrained: bool = False, pretrained_cfg: Any = None, pretrained_cfg_overlay: Any = None,
               cache_dir: Any = None, pretrained_model_args: Any = None, features_only: bool = False,
               out_indices: Any = None, feature_cls: Any = None, feature_cfg: Any = None, **kwargs: Any):
-        from ._api import create
-
         tag = ""
         weights = None
         if isinstance(pretrained_cfg, str):
@@ -83,7 +87,7 @@ def _entrypoint(arch: str):
 def _features(arch: str, model: Any, out_indices: Any, feature_cls: Any, feature_cfg: dict) -> Any:
     """timm's ``features_only=True``: the model wrapped by timm's FeatureGetterNet, which returns the
     features of ``model.forward_intermediates`` and prunes what follows the last one."""
-    from timm.models._features import FeatureGetterNet
+    from timm.models._features import FeatureGetterNet  # lazy, as in _timm_registry
     from timm.models._builder import pretrained_cfg_for_features
 
     feature_cls = feature_cfg.pop("feature_cls", feature_cls) or "getter"
@@ -111,12 +115,7 @@ def _register_notrace_modules() -> None:
     training-time normaliser held in buffers: traced through, one mode's branch would be frozen into the
     graph. The Hamiltonian, volume-preserving and paper blocks branch in Python on the shape of their
     state (dense or conv). timm marks its own such modules the same way."""
-    from timm.layers import register_notrace_module
-
-    from .layers.hamiltonian import HamiltonianBlock
-    from .layers.lipschitz import CachedModule
-    from .layers.volume import VolumePreservingBlock
-    from .models.lipnet_paper import PaperBlock
+    from timm.layers import register_notrace_module  # lazy, as in _timm_registry
 
     for cls in (CachedModule, HamiltonianBlock, VolumePreservingBlock, PaperBlock):
         register_notrace_module(cls)
@@ -151,8 +150,6 @@ def register_arch(arch: str) -> None:
 
 
 def _timm_fields(d: dict, cls) -> dict:
-    import dataclasses
-
     names = {f.name for f in dataclasses.fields(cls)}
     out = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in names}
     out.pop("architecture", None)

@@ -14,9 +14,11 @@ import difflib
 import fnmatch
 from collections import OrderedDict
 from dataclasses import replace
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from .hub import WeightsCfg
+if TYPE_CHECKING:  # annotations only: the registry stores cfgs and never builds one, so it imports nothing of
+    # the hub at run time and dsnet_zoo.hub (whose repo writer reads arch_info) can import it at module level
+    from .hub import WeightsCfg
 
 __all__ = [
     "register_model",

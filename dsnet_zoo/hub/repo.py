@@ -27,16 +27,20 @@ import os
 import re
 import tempfile
 from dataclasses import replace
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping
 
 import torch
+from safetensors.torch import save
 from torch import nn
 
+from .._version import __version__
+from ..registry import UnknownModelError, arch_info
 from ..utils import atomic_write_bytes
 from .weights import PAPER_SOURCE, WeightsCfg, WeightsError, _hf_download, sha256_file
 
-if TYPE_CHECKING:  # huggingface_hub's card classes are imported when a card is made
+if TYPE_CHECKING:  # huggingface_hub's card classes are imported when a card is made (0.6 s, measured)
     from huggingface_hub import EvalResult, ModelCardData
 
 __all__ = ["REPO_FILES", "LIBRARY_NAME", "HUB_LICENSES", "HF_DATASETS", "safetensors_bytes", "save_state_dict",
@@ -76,8 +80,6 @@ def safetensors_bytes(state_dict: Mapping[str, torch.Tensor]) -> bytes:
     process to process, so two or more entries would give different bytes (and so a different pinned
     sha256) on every run. What the weights are is recorded in ``config.json`` instead.
     """
-    from safetensors.torch import save
-
     tensors = {k: state_dict[k].detach().to("cpu").contiguous().clone() for k in sorted(state_dict)}
     return save(tensors, metadata={"format": "pt"})
 
@@ -148,7 +150,7 @@ def eval_result(*, task: str, dataset: str, dataset_name: str, metric: str, valu
     name (``cifar10-full``; the Hub id goes into ``dataset.type``, the zoo's name into ``dataset.config``,
     since the Hub groups results by type, config and split); ``source``: ``(name, url)`` for numbers the
     zoo did not measure (the paper authors' own)."""
-    from huggingface_hub import EvalResult
+    from huggingface_hub import EvalResult  # lazy: huggingface_hub's card classes take 0.6 s to import
 
     task_type = "image-classification" if task == "classification" else "tabular-regression"
     return EvalResult(task_type=task_type, task_name=_TASKS[task_type], dataset_type=HF_DATASETS.get(dataset, dataset),
@@ -163,8 +165,6 @@ def _number(v: Any) -> bool:
 
 def _accuracy_order(key: str) -> tuple:
     """``clean`` first, then ``certified_l2_EPS`` by norm and radius, then anything else by name."""
-    from fractions import Fraction
-
     m = re.fullmatch(r"certified_(l2|linf)_(.+)", key)
     if key == "clean":
         return (0, "", 0.0)
@@ -241,7 +241,7 @@ def card_metadata(*, name: str, task: str, license: str | None, origin: str | No
                   tags: list[str], eval_results: list["EvalResult"]) -> "ModelCardData":
     """The front matter of a card (``huggingface_hub.ModelCardData``): library, license fields
     (:func:`hub_license`), Hub dataset ids, tags, and ``model-index`` named ``name`` when there are results."""
-    from huggingface_hub import ModelCardData
+    from huggingface_hub import ModelCardData  # lazy, as in eval_result
 
     ids = sorted({HF_DATASETS.get(d, d) for d in datasets if d})
     return ModelCardData(library_name=LIBRARY_NAME, **hub_license(license, origin), datasets=ids or None,
@@ -253,7 +253,7 @@ def card_metadata(*, name: str, task: str, license: str | None, origin: str | No
 def render_card(data: "ModelCardData", body: str) -> str:
     """``README.md`` text: ``data`` as YAML front matter, then ``body``. The text is parsed back with
     ``huggingface_hub.ModelCard`` (model-index included, metadata errors not ignored) before it is returned."""
-    from huggingface_hub import ModelCard
+    from huggingface_hub import ModelCard  # lazy, as in eval_result
 
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.lstrip()}")
     return str(card)
@@ -265,8 +265,6 @@ def render_card(data: "ModelCardData", body: str) -> str:
 
 def arch_family(arch: str | None) -> str | None:
     """The registered family of ``arch`` (``None`` when this process has not registered it)."""
-    from ..registry import UnknownModelError, arch_info
-
     try:
         return arch_info(arch)["family"] if arch else None
     except UnknownModelError:  # an architecture this process has not registered
@@ -324,8 +322,6 @@ def render_model_card(cfg: WeightsCfg, config: Mapping[str, Any], extra: str = "
 def hub_config(model: nn.Module, cfg: WeightsCfg, provenance: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``config.json``: what timm's ``hf-hub:`` loader reads, plus ``dsnet_zoo`` (version, family, the full
     cfg and, for converted weights, ``provenance``: where they were converted from and how)."""
-    from .. import __version__
-
     zoo: dict[str, Any] = {"version": __version__, "family": arch_family(cfg.architecture),
                            "weights_cfg": cfg.to_dict()}
     if provenance:
