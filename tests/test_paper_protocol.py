@@ -7,8 +7,11 @@ from torch import nn
 
 import foolbox
 
-from dsnet_zoo.evaluation.paper_protocol import (PAPER_EPS, clean_outcomes, paper_pgd_accuracy,  # noqa: E402
-                                                 paper_pgd_outcomes)
+import dsnet_zoo.evaluation as evaluation  # noqa: E402
+from dsnet_zoo.evaluation import metrics, paper_protocol  # noqa: E402
+from dsnet_zoo.evaluation.paper_protocol import (PAPER_ATTACK_EPS, PAPER_EPS_GRID, clean_outcomes,  # noqa: E402
+                                                 paper_pgd_accuracy, paper_pgd_outcomes)
+from dsnet_zoo.models import lipnet_paper  # noqa: E402
 
 
 def _tiny_model(seed=0) -> nn.Module:
@@ -22,7 +25,14 @@ def _data(n=24, seed=1):
 
 
 def test_paper_eps_grid():
-    assert PAPER_EPS == (0.0, 8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
+    """One definition (models/lipnet_paper.py): the grid with eps = 0 (the authors' clean column) and its
+    attack radii; the modules' ``PAPER_EPS`` are aliases of one or the other."""
+    assert PAPER_EPS_GRID == (0.0, 8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
+    assert PAPER_ATTACK_EPS == PAPER_EPS_GRID[1:] and min(PAPER_ATTACK_EPS) > 0
+    assert PAPER_EPS_GRID is lipnet_paper.PAPER_EPS_GRID and PAPER_ATTACK_EPS is lipnet_paper.PAPER_ATTACK_EPS
+    assert paper_protocol.PAPER_EPS is PAPER_EPS_GRID  # deprecated alias: the grid with eps = 0
+    assert metrics.PAPER_EPS is PAPER_ATTACK_EPS and evaluation.PAPER_EPS is PAPER_ATTACK_EPS  # paper-pgd's radii
+    assert len(PAPER_EPS_GRID) == len(next(iter(lipnet_paper._PAPER_ROBUST_ACC.values())))
 
 
 def test_foolbox_l2pgd_defaults_are_the_papers():

@@ -15,12 +15,17 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..models.lipnet_paper import PAPER_ATTACK_EPS
+from . import attacks, paper_protocol
+
 __all__ = ["CrossCheckError", "CertifiedPointBroken", "AA_MODES", "Column", "Metric", "MetricContext", "Batch", "register_metric", "get_metric", "list_metrics",
-           "format_eps", "parse_eps", "DEFAULT_CERT_EPS", "PAPER_EPS", "DEFAULT_METRICS"]
+           "format_eps", "parse_eps", "DEFAULT_CERT_EPS", "PAPER_ATTACK_EPS", "PAPER_EPS", "DEFAULT_METRICS"]
 
 DEFAULT_CERT_EPS: tuple[float, ...] = (36 / 255, 72 / 255, 108 / 255, 255 / 255)
-# the paper's grid (its robust_acc files: eps = 0 is clean accuracy, listed separately here)
-PAPER_EPS: tuple[float, ...] = (8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
+# The paper-pgd metric's default radii: the paper's grid without eps = 0 (clean accuracy is the 'clean'
+# metric). PAPER_EPS is an alias of PAPER_ATTACK_EPS kept for the runner and dsnet_zoo.evaluation's callers;
+# both are defined once, in dsnet_zoo/models/lipnet_paper.py (with PAPER_EPS_GRID, the grid including 0).
+PAPER_EPS = PAPER_ATTACK_EPS
 DEFAULT_METRICS = ("clean", "certified")
 
 
@@ -232,16 +237,14 @@ class AutoAttackMetric(Metric):
         return ctx.aa_mode == "auto" and ctx.bound_info.get("bound") is not None
 
     def setup(self, ctx):
-        from .attacks import STANDARD_ATTACKS, autoattack_backend
-
         if ctx.aa_mode not in AA_MODES:
             raise ValueError(f"aa_mode must be one of {AA_MODES}, got {ctx.aa_mode!r}")
         if ctx.aa_cert_sample < 1:
             raise ValueError(f"aa_cert_sample must be at least 1, got {ctx.aa_cert_sample}")
-        self.backend = autoattack_backend()
+        self.backend = attacks.autoattack_backend()
         self.flags: list[str] = []
         rec = {"package": self.backend.package, "package_version": self.backend.version,
-               "aa_version": "standard", "attacks": list(STANDARD_ATTACKS),
+               "aa_version": "standard", "attacks": list(attacks.STANDARD_ATTACKS),
                "settings": "APGD-CE 1 restart x 100 it; APGD-T and FAB-T 9 target classes; Square 5,000 queries",
                "threats": [f"{n}:{format_eps(e)}" for n, e in ctx.aa_threats], "seed": ctx.seed}
         if self.certificate_aware(ctx):
@@ -271,10 +274,8 @@ class AutoAttackMetric(Metric):
             self.certified_upfront[t] = certified
 
     def _attack(self, ctx, x, y, norm, eps, seed):
-        from .attacks import run_autoattack
-
         t = time.perf_counter()
-        res = run_autoattack(ctx.model, x, y, norm=norm, eps=eps, seed=seed, device=ctx.device, backend=self.backend)
+        res = attacks.run_autoattack(ctx.model, x, y, norm=norm, eps=eps, seed=seed, device=ctx.device, backend=self.backend)
         self.flags.extend(m for m in res["flags"] if m not in self.flags)
         return res["robust"].numpy(), res["invalid"].numpy(), time.perf_counter() - t
 
@@ -357,16 +358,14 @@ class AutoAttackMetric(Metric):
 class PaperPGDMetric(Metric):
     """The paper's protocol: Foolbox ``L2PGD(steps=10)`` with its defaults, on the paper's eps grid.
 
-    Runs :func:`dsnet_zoo.evaluation.paper_protocol.paper_pgd_outcomes` (imported when used)."""
+    Runs :func:`dsnet_zoo.evaluation.paper_protocol.paper_pgd_outcomes` (Foolbox imported when used)."""
 
     def columns(self, ctx):
         return [Column(f"paper-pgd/L2/{format_eps(e)}", "robust", norm="L2", eps=e) for e in ctx.paper_eps]
 
     def setup(self, ctx):
-        from . import paper_protocol
-
         try:
-            import foolbox
+            import foolbox  # the optional `eval` extra: imported only when this metric runs
         except ImportError as e:
             raise RuntimeError("metric 'paper-pgd' needs Foolbox: pip install 'dsnet_zoo[eval]'") from e
         self.protocol = paper_protocol

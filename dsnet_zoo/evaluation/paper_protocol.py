@@ -23,9 +23,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PAPER_EPS", "clean_outcomes", "paper_pgd_outcomes", "paper_pgd_accuracy"]
+from ..models.lipnet_paper import PAPER_ATTACK_EPS, PAPER_EPS_GRID
 
-PAPER_EPS = (0.0, 8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
+__all__ = ["PAPER_EPS_GRID", "PAPER_ATTACK_EPS", "clean_outcomes", "paper_pgd_outcomes", "paper_pgd_accuracy"]
+
+# Deprecated alias of PAPER_EPS_GRID (the grid *with* eps = 0), kept for callers of this module; note that
+# dsnet_zoo.evaluation.PAPER_EPS (metrics.py) is the other one, PAPER_ATTACK_EPS. Use the explicit names.
+PAPER_EPS = PAPER_EPS_GRID
 
 
 def _foolbox():
@@ -66,7 +70,7 @@ def clean_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.bool)
 
 
-def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list=PAPER_EPS, *,
+def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list=PAPER_EPS_GRID, *,
                        batch_size: int = 256, device: str | torch.device = "cpu",
                        seed: int = 0, channels_last: bool | None = None) -> dict[float, torch.Tensor]:
     """Per-example outcome of the paper's attack: ``{eps: BoolTensor[N]}``, True where the example is
@@ -123,7 +127,7 @@ def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_l
     return {e: robust[k].clone() for k, e in enumerate(eps_values)}
 
 
-def paper_pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list=PAPER_EPS,
+def paper_pgd_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_list=PAPER_EPS_GRID,
                        **kwargs) -> dict[float, float]:
     """Robust accuracy per radius under the paper's protocol (mean of :func:`paper_pgd_outcomes`)."""
     return {e: float(o.float().mean()) for e, o in paper_pgd_outcomes(model, x, y, eps_list, **kwargs).items()}

@@ -51,6 +51,7 @@ __all__ = [
     "LipNetPaper",
     "PAPER_VARIANTS",
     "PAPER_EPS_GRID",
+    "PAPER_ATTACK_EPS",
     "PAPER_NORM_MEAN",
     "TRAIN_NORM_STD",
     "EVAL_STD_PRESCRIBED",
@@ -67,8 +68,12 @@ PAPER_NORM_MEAN = (0.4914, 0.4822, 0.4465)
 TRAIN_NORM_STD = (0.2023, 0.1994, 0.2010)
 # the Switch-prescribed notebook's evaluation wrapper uses the usual CIFAR-10 std instead
 EVAL_STD_PRESCRIBED = (0.247, 0.243, 0.261)
-# the radii of the authors' robust-accuracy files, in this order (eps = 0 is clean accuracy)
-PAPER_EPS_GRID = (0.0, 8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
+# The paper's eps grid, the one definition: the L2 radii (pixel space) of the authors' robust-accuracy
+# files, in this order, *including* eps = 0 (their clean-accuracy column). evaluation/paper_protocol.py and
+# evaluation/metrics.py import these two names (their ``PAPER_EPS`` are aliases of one of them).
+PAPER_EPS_GRID: tuple[float, ...] = (0.0, 8 / 255, 16 / 255, 36 / 255, 0.3, 0.5, 0.6, 0.8, 1.0)
+# the attack radii of that grid, eps > 0 (what `dsnet-zoo eval --metrics paper-pgd` attacks by default)
+PAPER_ATTACK_EPS: tuple[float, ...] = PAPER_EPS_GRID[1:]
 
 PAPER_VARIANTS = ("ne", "switch_prescribed", "switch_flexible")
 _WIDTHS = (32, 64, 128)
