@@ -13,6 +13,7 @@ from typing import Any
 
 from . import registry
 from ._api import create
+from .hub.repo import read_hub_folder
 from .hub.weights import WeightsCfg
 from .layers.hamiltonian import HamiltonianBlock
 from .layers.lipschitz import CachedModule
@@ -51,7 +52,9 @@ def _entrypoint(arch: str):
                 weights = WeightsCfg.from_dict({**cfg, "hf_hub_id": repo, "revision": rev or cfg.get("revision"),
                                                 "tag": cfg.get("tag") or "hf-hub"})
             elif source == "local-dir" and pretrained:
-                kwargs["checkpoint_path"] = f"{cfg['file']}/model.safetensors"
+                # the folder's file, once its sha256 is the one the folder's config.json records; the cfg
+                # (model_args, num_classes, metadata) is the folder's too
+                _, weights, kwargs["checkpoint_path"] = read_hub_folder(cfg["file"])
                 pretrained = False
             else:
                 tag = cfg.get("tag") or ""

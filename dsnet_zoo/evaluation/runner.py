@@ -105,24 +105,42 @@ def _parameters_sha256(model: nn.Module) -> str:
 
 
 def load_for_eval(name_or_path: str, *, arch: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Build ``arch[.tag]`` with its pretrained weights, or ``arch`` with a checkpoint file.
+    """Build ``arch[.tag]`` with its pretrained weights, ``arch`` with a checkpoint file, or a repo folder.
 
-    A checkpoint path needs ``arch``, or a ``config.json`` beside it naming the ``architecture``
-    (the layout of a Hub repo folder)."""
+    A repo folder (a directory holding ``config.json``, or any path ending in ``/``) is read by
+    :func:`dsnet_zoo.hub.read_hub_folder`: architecture, arguments and metadata from its ``config.json``,
+    weights only once their sha256 is the one recorded there. A checkpoint file needs ``arch`` (then it is
+    the caller's own file, loaded unchecked), or must be the weights file of the repo folder it lies in,
+    which is then read as that folder."""
     from .. import create
+    from ..hub import read_hub_folder
     from ..registry import get_pretrained_cfg, split_model_name
 
     path = Path(name_or_path)
-    if path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or path.is_file():
+    if name_or_path.endswith(("/", os.sep)) or (path.is_dir() and (path / "config.json").is_file()):
+        if not path.is_dir():
+            raise FileNotFoundError(f"repo folder {path} does not exist")
+        folder_arch, cfg, weights = read_hub_folder(path)
+        if arch and arch != folder_arch:
+            raise ValueError(f"{path}/config.json says the architecture is {folder_arch}, not {arch}")
+        model = create(folder_arch, weights=cfg, checkpoint_path=weights)
+        # checkpoint "FOLDER/": the trailing '/' keeps the reproduce command from naming a registered model
+        ident = {"name": f"{folder_arch}.{cfg.tag}", "model": folder_arch, "tag": cfg.tag,
+                 "checkpoint": f"{path.name}/", "source": cfg.source, "license": cfg.license,
+                 "trained_on": cfg.dataset}
+    elif path.suffix in (".safetensors", ".pt", ".pth", ".bin", ".ckpt") or path.is_file():
         if not path.is_file():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        if arch is None:
-            cfg_file = path.parent / "config.json"
-            if cfg_file.is_file():
-                arch = json.loads(cfg_file.read_text()).get("architecture")
+        folder_cfg = None
+        if arch is None and (path.parent / "config.json").is_file():
+            # the weights of a repo folder: read (and checked) as that folder
+            arch, folder_cfg, weights = read_hub_folder(path.parent)
+            if not weights.samefile(path):
+                raise ValueError(f"{path} is not the weights file of the repo folder {path.parent} "
+                                 f"({weights.name}): pass --arch ARCH to load it as your own checkpoint")
         if not arch:
             raise ValueError(f"which architecture is {path.name}? pass --arch ARCH (see `dsnet-zoo list`)")
-        model = create(arch, checkpoint_path=path)
+        model = create(arch, weights=folder_cfg, checkpoint_path=path)
         ident = {"name": f"{arch}.{path.stem}", "model": arch, "tag": None, "checkpoint": path.name}
     else:
         cfg = get_pretrained_cfg(name_or_path, required=True)

@@ -8,6 +8,9 @@ their metadata is made here).
 
 - :func:`safetensors_bytes`: the one serialiser. Deterministic bytes (sorted keys, contiguous CPU copies,
   metadata ``{"format": "pt"}`` only), so the same weights always hash to the same pinned sha256.
+- :func:`read_hub_folder` and :func:`read_hub_config`: the readers of a local repo folder and of a Hub repo,
+  one parser of ``config.json`` for both; a folder's weights are checked against its recorded sha256 there,
+  a Hub repo's where they are resolved (:func:`dsnet_zoo.hub.resolve_weights_file`).
 - :func:`hub_config`: ``config.json``, the keys timm's ``hf-hub:`` loader reads (``architecture``,
   ``num_classes``, ``num_features``, ``pretrained_cfg``, ``model_args``) plus ``dsnet_zoo`` with the
   full :class:`WeightsCfg` (and, for converted weights, their ``provenance``).
@@ -38,14 +41,14 @@ from torch import nn
 from .._version import __version__
 from ..registry import UnknownModelError, arch_info
 from ..utils import atomic_write_bytes
-from .weights import PAPER_SOURCE, WeightsCfg, WeightsError, _hf_download, sha256_file
+from .weights import PAPER_SOURCE, WeightsCfg, WeightsError, _check_sha256, _hf_download, sha256_file
 
 if TYPE_CHECKING:  # huggingface_hub's card classes are imported when a card is made (0.6 s, measured)
     from huggingface_hub import EvalResult, ModelCardData
 
 __all__ = ["REPO_FILES", "LIBRARY_NAME", "HUB_LICENSES", "HF_DATASETS", "safetensors_bytes", "save_state_dict",
            "hub_license", "card_tags", "eval_result", "cfg_eval_results", "card_metadata", "render_card",
-           "render_model_card", "arch_family", "hub_config", "write_hub_repo", "read_hub_config"]
+           "render_model_card", "arch_family", "hub_config", "write_hub_repo", "read_hub_config", "read_hub_folder"]
 
 REPO_FILES = ("model.safetensors", "config.json", "README.md")
 LIBRARY_NAME = "dsnet_zoo"  # not "timm": the Hub's timm snippet cannot load a dsnet_zoo model
@@ -380,22 +383,63 @@ def write_hub_repo(model: nn.Module, cfg: WeightsCfg, out_dir: str | os.PathLike
     return {"path": str(out), "sha256": sha, "cfg": cfg, "files": sorted(p.name for p in out.iterdir())}
 
 
+def _parse_config(path: Path, where: str, *, default_tag: str, **where_from: Any) -> tuple[str, WeightsCfg]:
+    """The one parser of a repo's ``config.json`` (a Hub download or a local folder): ``(architecture, cfg)``,
+    the cfg from ``dsnet_zoo.weights_cfg`` (what :func:`hub_config` writes) or else timm's ``pretrained_cfg``,
+    with the top-level ``model_args`` and ``num_classes``. ``where_from`` (``hf_hub_id``, ``revision``) replaces
+    the recorded values; ``default_tag`` is the tag of a config that records none."""
+    try:
+        config = json.loads(path.read_text())
+        arch = config["architecture"]
+        raw = (config.get("dsnet_zoo") or {}).get("weights_cfg") or config.get("pretrained_cfg") or {}
+        cfg = WeightsCfg.from_dict({**raw, "tag": raw.get("tag") or default_tag, **where_from,
+                                    "model_args": config.get("model_args") or {},
+                                    "num_classes": config.get("num_classes", raw.get("num_classes"))})
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise WeightsError(f"{where}: config.json is not a dsnet_zoo/timm config ({type(e).__name__}: {e})") from e
+    return arch, cfg
+
+
 def read_hub_config(repo: str) -> tuple[str, WeightsCfg]:
     """Read ``config.json`` of ``ORG/NAME[@REVISION]`` on the Hub and return ``(architecture, cfg)``.
 
     The returned cfg points at the same commit the config came from, so config and weights
-    cannot come from two different revisions.
+    cannot come from two different revisions; its sha256 is checked when the weights are resolved.
     """
     repo_id, _, revision = repo.partition("@")
-    path = _hf_download(repo_id, "config.json", revision or None)
-    try:
-        config = json.loads(Path(path).read_text())
-        arch = config["architecture"]
-    except (ValueError, KeyError) as e:
-        raise WeightsError(f"{repo_id}: config.json is not a dsnet_zoo/timm config ({e})") from e
-    commit = Path(path).parent.name if Path(path).parent.parent.name == "snapshots" else (revision or None)
-    raw = (config.get("dsnet_zoo") or {}).get("weights_cfg") or config.get("pretrained_cfg") or {}
-    cfg = WeightsCfg.from_dict({**raw, "tag": raw.get("tag") or "hf-hub", "hf_hub_id": repo_id,
-                                "revision": commit, "model_args": config.get("model_args") or {},
-                                "num_classes": config.get("num_classes", raw.get("num_classes"))})
-    return arch, cfg
+    path = Path(_hf_download(repo_id, "config.json", revision or None))
+    commit = path.parent.name if path.parent.parent.name == "snapshots" else (revision or None)
+    return _parse_config(path, repo_id, default_tag="hf-hub", hf_hub_id=repo_id, revision=commit)
+
+
+def read_hub_folder(path: str | os.PathLike) -> tuple[str, WeightsCfg, Path]:
+    """Read a local repo folder (``config.json`` and the weights file, as :func:`write_hub_repo` writes it:
+    ``dsnet-zoo publish``, ``port-paper``, training's ``hub/``, the checkout's ``hub/dsnet-zoo/*``) and return
+    ``(architecture, cfg, weights_file)`` once the file's sha256 is the one ``config.json`` records.
+
+    A mismatch raises :class:`ChecksumError` (nothing is deleted). A config that records no sha256 (a folder
+    written by other tools) raises :class:`WeightsError` saying how to re-publish it: every path that loads a
+    repo's weights checks them. Load such a file as your own with ``create(arch, checkpoint_path=FILE)``.
+    """
+    folder = Path(path)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise WeightsError(f"{folder} is not a repo folder: it has no config.json (write one with `dsnet-zoo "
+                           "publish --out FOLDER`, or give a weights file and its architecture instead)")
+    arch, cfg = _parse_config(config, str(folder), default_tag="local-dir")
+    if Path(cfg.filename).name != cfg.filename or cfg.filename in ("", ".", ".."):
+        raise WeightsError(f"{config}: filename {cfg.filename!r} is not a file name inside the folder")
+    weights = folder / cfg.filename
+    if not weights.is_file():
+        raise WeightsError(f"{folder} has no {cfg.filename}, the weights file its config.json names")
+    republish = (f"dsnet-zoo publish --model {arch}.{cfg.tag} --weights {weights} --out {folder} --overwrite")
+    if not cfg.sha256:
+        raise WeightsError(
+            f"{config} records no sha256 for {cfg.filename} (not a folder written by dsnet_zoo), so its weights "
+            f"cannot be checked and were not loaded. Re-publish the folder, which writes the weights and their "
+            f"sha256 together: `{republish}`; or load the file unchecked as your own checkpoint: "
+            f"dsnet_zoo.create({arch!r}, checkpoint_path={str(weights)!r}) (`dsnet-zoo eval {weights} --arch {arch}`).")
+    _check_sha256(weights, cfg, evict=False, expected_by=f"{config} ({arch}.{cfg.tag})", fix=(
+        f". Get a fresh copy of the folder; if you changed the weights on purpose, re-publish it so that "
+        f"config.json records them: `{republish}`."))
+    return arch, cfg, weights

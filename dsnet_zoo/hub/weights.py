@@ -340,7 +340,10 @@ def resolve_weights_file(cfg: WeightsCfg) -> tuple[Path, str]:
     return path, "hf-hub"
 
 
-def _check_sha256(path: Path, cfg: WeightsCfg, *, evict: bool) -> None:
+def _check_sha256(path: Path, cfg: WeightsCfg, *, evict: bool, expected_by: str | None = None,
+                  fix: str | None = None) -> None:
+    """Refuse ``path`` (:class:`ChecksumError`) unless its sha256 is ``cfg.sha256``; nothing to check without one.
+    ``expected_by``: who records the sha256 (default: the cfg's name); ``fix``: what to do, replacing the default."""
     if not cfg.sha256:
         return
     digest = sha256_file(path)
@@ -348,10 +351,10 @@ def _check_sha256(path: Path, cfg: WeightsCfg, *, evict: bool) -> None:
         if evict:
             _evict_from_hf_cache(path)
         raise ChecksumError(
-            f"sha256 of {path} is {digest}, but {cfg.name} expects {cfg.sha256}: the file is corrupt "
-            "or not these weights, so it was refused"
+            f"sha256 of {path} is {digest}, but {expected_by or cfg.name} expects {cfg.sha256}: the file is "
+            "corrupt or not these weights, so it was refused"
             + (" and removed from the Hugging Face cache; load again to re-download." if evict else
-               ". Replace or delete that file."))
+               fix or ". Replace or delete that file."))
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
