@@ -1,11 +1,12 @@
 """Regression models on the leaderboard: test MSE and conserved-sum error on a named, seeded test set.
 
-A regression set is registered by name in :data:`REGRESSION_SETS`; a pretrained regression model
-(``num_classes == 0``, recipe task ``regression``) is evaluated on the set named by its weights'
-``dataset``. The one set so far:
+A regression set is registered by name in :data:`dsnet_zoo.data.REGRESSION_SETS` (the sets, their
+``load_regression_set`` and ``RegressionSet`` live in :mod:`dsnet_zoo.data` and are re-exported here); a
+pretrained regression model (``num_classes == 0``, recipe task ``regression``) is evaluated on the set named
+by its weights' ``dataset``. The one set so far:
 
 - ``sir`` (split ``test``): the 100 held-out initial conditions of
-  ``dsnet_zoo.models.massnet.sir_dataset(n=1000, seed=0, train_fraction=0.9)`` (rows 900-999, the split
+  ``dsnet_zoo.data.sir_dataset(n=1000, seed=0, train_fraction=0.9)`` (rows 900-999, the split
   ``massnet_sir.sir1k`` was evaluated on and not trained on) and their SIR states at ``t = 1``
   (beta = gamma = 1, float64 RK4 with 1,000 steps).
 
@@ -22,19 +23,20 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from ..data import REGRESSION_SETS, RegressionSet, load_regression_set, register_regression_set
+from .runner import SCHEMA, _describe_device, _parameters_sha256, _versions, atomic_write_json, load_for_eval
 
 __all__ = ["RegressionSet", "REGRESSION_SETS", "register_regression_set", "load_regression_set",
            "is_regression_model", "evaluate_regression", "REGRESSION_METRICS"]
@@ -45,71 +47,6 @@ REGRESSION_METRICS = {
     "conserved_sum_error": "max over examples of |sum f(x) - sum x| (absolute; sums in float64)",
 }
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-@dataclass(frozen=True)
-class RegressionSet:
-    """Inputs ``x`` and targets ``y`` (float64 arrays, ``(N, d)``) of one named test set, with
-    ``info`` (provenance: generator, arguments, ``md5`` of the whole set, ``description``)."""
-
-    name: str
-    split: str
-    x: np.ndarray
-    y: np.ndarray
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.x.shape[0])
-
-
-REGRESSION_SETS: dict[str, Callable[[], RegressionSet]] = {}
-
-
-def register_regression_set(name: str, loader: Callable[[], RegressionSet]) -> None:
-    if name in REGRESSION_SETS:
-        raise ValueError(f"regression set {name!r} is already registered")
-    REGRESSION_SETS[name] = loader
-
-
-def _md5_arrays(*arrays: np.ndarray) -> str:
-    h = hashlib.md5()
-    for a in arrays:
-        a = np.ascontiguousarray(a, dtype=np.float64)
-        h.update(str(a.shape).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def _sir_test() -> RegressionSet:
-    from ..models.massnet import SIR_BETA, SIR_GAMMA, sir_dataset
-
-    args = {"n": 1000, "seed": 0, "train_fraction": 0.9}
-    d = sir_dataset(**args)
-    x, y = d["x_test"], d["y_test"]
-    first = len(d["x_train"])
-    info = {"source": "generated", "generator": "dsnet_zoo.models.massnet.sir_dataset", "args": args,
-            "part": "x_test, y_test", "rows": f"{first}..{first + len(x) - 1}", "beta": SIR_BETA, "gamma": SIR_GAMMA,
-            "targets": "SIR state at t = 1, float64 RK4 with 1,000 steps", "md5": _md5_arrays(x, y),
-            "available": len(x),
-            "description": (f"SIR flow map at t = 1 (beta = gamma = 1): the {len(x):,} held-out initial conditions "
-                            f"of sir_dataset(n=1000, seed=0, train_fraction=0.9) (rows {first}-{first + len(x) - 1})")}
-    return RegressionSet("sir", "test", x, y, info)
-
-
-register_regression_set("sir", _sir_test)
-
-
-def load_regression_set(name: str, n: int | None = None) -> RegressionSet:
-    """The set ``name``, or its first ``n`` examples (the description says which)."""
-    if name not in REGRESSION_SETS:
-        raise ValueError(f"unknown regression set {name!r}; known: {', '.join(sorted(REGRESSION_SETS))}")
-    data = REGRESSION_SETS[name]()
-    if n is None or n == len(data):
-        return data
-    if not 0 < n <= len(data):
-        raise ValueError(f"regression set {name!r} has {len(data)} examples, cannot take n={n}")
-    info = dict(data.info, description=f"first {n:,} of: {data.info['description']}")
-    return RegressionSet(data.name, data.split, data.x[:n], data.y[:n], info)
 
 
 def is_regression_model(cfg) -> bool:
@@ -140,8 +77,6 @@ def evaluate_regression(model: str | nn.Module, dataset: str = "sir", *, n: int 
     ``model`` is ``arch[.tag]`` (its pretrained weights) or an ``nn.Module`` named by ``ident``. The
     result record (schema ``dsnet_zoo.eval/1``, ``task: regression``) is returned and, with ``out``,
     written atomically, the per-example errors beside it in ``<out stem>.examples.json``."""
-    from .runner import SCHEMA, _describe_device, _parameters_sha256, _versions, atomic_write_json, load_for_eval
-
     t0 = time.time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     data = load_regression_set(dataset, n)
