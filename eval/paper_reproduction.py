@@ -8,8 +8,11 @@ records:
 - the paper's attack (Foolbox ``L2PGD(steps=10)``, defaults; ``dsnet_zoo.evaluation.paper_protocol``) at
   every radius of the paper's grid, against the authors' numbers, with the difference in points;
 - the certified pixel-space L2 Lipschitz upper bound of the exact computation and the certified
-  accuracy at eps = 36/255 it gives (a strong attack, AutoAttack, is added by the evaluation harness
-  under each model's ``"autoattack"`` key, left ``null`` here).
+  accuracy at eps = 36/255 it gives, from ``dsnet_zoo.evaluation.certify.certified_radii`` (the harness's
+  certificate; a strong attack, AutoAttack, is added by the evaluation harness under each model's
+  ``"autoattack"`` key, left ``null`` here).
+
+The images are ``dsnet_zoo.data.load_dataset("cifar10-real")`` (md5-checked), as ``x / 255``.
 
 Usage (from the repository root)::
 
@@ -33,58 +36,50 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a source checkout
     sys.path.insert(0, str(ROOT))
 
-from dsnet_zoo.evaluation.paper_protocol import PAPER_EPS, clean_outcomes, paper_pgd_outcomes  # noqa: E402
+from dsnet_zoo.data import DataError, load_dataset  # noqa: E402
+from dsnet_zoo.evaluation.certify import certified_radii  # noqa: E402
+from dsnet_zoo.evaluation.paper_protocol import PAPER_EPS_GRID, clean_outcomes, paper_pgd_outcomes  # noqa: E402
 from dsnet_zoo.paper_port import load_paper_checkpoint, paper_checkpoints  # noqa: E402
 
 SCHEMA = "dsnet_zoo.paper_reproduction/1"
 DEFAULT_OUT = ROOT / "eval" / "results" / "paper_reproduction.json"
 CERT_EPS = 36 / 255
+DATASET = "cifar10-real"  # dsnet_zoo.data: the first 1,017 official test images, cifar10_test_real.npz
 
 
 def _parse_eps(s: str) -> float:
     return float(Fraction(s)) if "/" in s else float(s)
 
 
-def load_cifar10_real(data_dir: str | os.PathLike | None) -> tuple[torch.Tensor, torch.Tensor]:
-    d = data_dir or os.environ.get("DSNET_ZOO_DATA")
-    if not d:
-        raise SystemExit("set DSNET_ZOO_DATA (the folder with cifar10_test_real.npz) or pass --data")
-    f = Path(d) / "cifar10_test_real.npz"
-    if not f.is_file():
-        raise SystemExit(f"{f} not found: DSNET_ZOO_DATA must hold cifar10_test_real.npz")
-    data = np.load(f)
-    x = torch.from_numpy(data["x"]).permute(0, 3, 1, 2).float().div(255.0).contiguous()
-    return x, torch.from_numpy(data["y"]).long()
+def load_eval_images(data_dir: str | os.PathLike | None, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's evaluation set through the zoo's one loader: images ``x / 255`` (float32, NCHW) and labels."""
+    try:
+        data = load_dataset(DATASET, "test", data_dir=data_dir, n=n)
+    except DataError as e:
+        raise SystemExit(f"{e} (this script reads {DATASET}: set DSNET_ZOO_DATA or pass --data)") from e
+    return data.float_batch(0, len(data))
 
 
 @torch.no_grad()
 def certified_outcomes(model, x: torch.Tensor, y: torch.Tensor, eps: float, l_logit: float, l_feat: float,
                        batch_size: int = 512) -> torch.Tensor:
-    """Per-example: correct and provably robust at L2 radius eps, using the larger of the global
-    radius ``margin / (sqrt(2) L)`` and the class-pair radius ``min_j (z_y - z_j) / (L_feat ||W_y - W_j||)``."""
-    w = model.get_classifier().weight.detach().double()
+    """Per-example: certified at L2 radius eps, i.e. ``certified_radii(...)['radius'] > eps``
+    (:func:`dsnet_zoo.evaluation.certify.certified_radii`: the larger of the global radius
+    ``margin / (sqrt(2) L)`` and the class-pair radius ``min_j (z_y - z_j) / (L_feat ||W_y - W_j||)``, margins
+    lowered by its float32 rounding allowance; 0 when misclassified, so a certified example is correct)."""
+    head = model.get_classifier()
     out = []
     for i in range(0, len(x), batch_size):
-        feats = model.forward_head(model.forward_features(x[i:i + batch_size]), pre_logits=True).double()
-        z = model.get_classifier()(feats.float()).double()
-        yb = y[i:i + batch_size]
-        zy = z.gather(1, yb[:, None])
-        gaps = zy - z  # [B, K], zero at y
-        dw = (w[yb][:, None, :] - w[None, :, :]).norm(dim=-1)  # ||W_y - W_j||
-        pair = torch.where(torch.arange(z.shape[1])[None, :] == yb[:, None], torch.full_like(gaps, math.inf),
-                           gaps / (l_feat * dw.clamp_min(1e-30)))
-        radius_pair = pair.min(dim=1).values
-        other = z.masked_fill(torch.nn.functional.one_hot(yb, z.shape[1]).bool(), -math.inf)
-        radius_global = (zy[:, 0] - other.max(dim=1).values) / (math.sqrt(2.0) * l_logit)
-        radius = torch.maximum(radius_pair, radius_global)
-        out.append((z.argmax(1) == yb) & (radius > eps))
+        feats = model.forward_head(model.forward_features(x[i:i + batch_size]), pre_logits=True)
+        radii = certified_radii(head(feats), y[i:i + batch_size], l_logit, features=feats,
+                                head_weight=head.weight, feature_lipschitz=l_feat)
+        out.append(radii["radius"] > eps)
     return torch.cat(out)
 
 
@@ -105,7 +100,7 @@ def _atomic_write_json(path: Path, obj) -> None:
 def _versions() -> dict:
     v = {"python": platform.python_version(), "torch": torch.__version__}
     try:
-        import foolbox
+        import foolbox  # optional (the `eval` extra): recorded when installed
 
         v["foolbox"] = foolbox.__version__
     except ImportError:
@@ -130,11 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    x, y = load_cifar10_real(args.data)
-    if args.n:
-        x, y = x[:args.n], y[:args.n]
+    x, y = load_eval_images(args.data, args.n or None)
     ckpts = paper_checkpoints(args.only)
-    pgd_eps = [_parse_eps(e) for e in args.pgd_eps] if args.pgd_eps else list(PAPER_EPS)
+    pgd_eps = [_parse_eps(e) for e in args.pgd_eps] if args.pgd_eps else list(PAPER_EPS_GRID)
     out_path = Path(args.out)
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     if results.get("schema") not in (None, SCHEMA):
@@ -149,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                      "bounds (0, 1); robust = still correct at the last iterate; eps = 0 is clean",
         "certified": "correct and max(margin / (sqrt(2) L), min_j (z_y - z_j) / (L_feat ||W_y - W_j||)) > eps, "
                      "with L, L_feat the certified pixel-space bounds of LipNetPaper.lipschitz_factors()",
+        # dsnet_zoo.evaluation.certify.certified_radii since issue 15 (margins lowered by 1e-5 (|z_y| + |z_j| + 1);
+        # the committed numbers, all 0 at 36/255, are unchanged); the text above is kept as recorded
         "autoattack": "added by the evaluation harness under models.<name>.autoattack (null until then)",
     }
     models = results.setdefault("models", {})
@@ -165,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         paper = c.paper_robust_accuracy()
         entry = models.setdefault(c.name, {})
         entry.update(variant=c.variant, margin=float(c.margin), source_file=c.filename,
-                     paper={"eps": list(PAPER_EPS), "robust_accuracy": list(paper)})
+                     paper={"eps": list(PAPER_EPS_GRID), "robust_accuracy": list(paper)})
         entry.setdefault("autoattack", None)
         entry["clean"] = {"accuracy": float(ok.float().mean()), "n": len(y),
                           "diff_points": 100 * (float(ok.float().mean()) - paper[0]), **meta}
@@ -198,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         for c in ckpts:
             t = time.perf_counter()
             outcomes = paper_pgd_outcomes(loaded[c.name], x, y, pgd_eps, device=device, seed=args.seed)
-            paper = dict(zip(PAPER_EPS, c.paper_robust_accuracy()))
+            paper = dict(zip(PAPER_EPS_GRID, c.paper_robust_accuracy()))
             prev = {float(e): r for e, r in zip(models[c.name].get("paper_pgd", {}).get("eps", []),
                                                   models[c.name].get("paper_pgd", {}).get("rows", []))}
             for e, o in outcomes.items():

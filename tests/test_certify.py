@@ -1,14 +1,17 @@
 """Certificates against a model whose exact adversarial distance is known (a linear map), in float64."""
 from __future__ import annotations
 
+import importlib.util
 import math
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import REPO_ROOT
 from dsnet_zoo.evaluation import Certifier, Column, CrossCheckError, certified_radii, cross_check, evaluate
 from dsnet_zoo.evaluation.reference import LinearReference, nearest_prototype_weights, prototype_data
+from dsnet_zoo.models.lipnet_paper import LipNetPaper
 
 
 def _random_linear(seed: int, std=None, k: int = 10) -> LinearReference:
@@ -175,3 +178,53 @@ def test_certified_accuracy_matches_exact_distances_end_to_end(tmp_path):
         assert acc == pytest.approx(float(np.mean(ex["certified/radius"] > eps)))
         assert acc <= np.mean(exact > eps) + 1e-12
     assert any(0 < a < 1 for a in res["metrics"]["certified"]["accuracy"].values())  # not a trivial case
+
+
+# -- eval/paper_reproduction.py uses the same certificate and the same data loader -----------------------
+def _paper_reproduction():
+    spec = importlib.util.spec_from_file_location("paper_reproduction", REPO_ROOT / "eval" / "paper_reproduction.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_paper_reproduction_certified_column_is_the_harness_certificate():
+    """The script's certified column is ``certify.certified_radii``'s radius > eps, i.e. what the evaluation
+    harness's Certifier gives, on a small random LipNetPaper, with some examples certified and some not."""
+    pr = _paper_reproduction()
+    torch.manual_seed(0)
+    model = LipNetPaper("switch_flexible", widths=(4, 4, 4), img_size=8).eval()
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.u.uniform_(-1.0, 1.0)
+    factors = model.lipschitz_factors()  # what the script multiplies
+    l_logit = math.prod(f for _, f in factors)
+    l_feat = math.prod(f for n, f in factors if n != "head")
+    assert l_logit == model.lipschitz_upper_bound() and l_feat == model.feature_lipschitz_upper_bound()
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(96, 3, 8, 8, generator=g)
+    with torch.no_grad():
+        pred = model(x).argmax(1)
+    y = pred.clone()
+    y[::4] = (pred[::4] + 1) % 10  # a quarter misclassified: never certified
+    _, radii = Certifier(model).logits_and_radii(x, y)
+    radius = radii["radius"]
+    assert not torch.isnan(radii["pairwise"]).any()  # the class-pair certificate is in play
+    mid = float(radius[y == pred].median())
+    for eps in (0.0, mid / 2, mid, 2 * mid):
+        got = pr.certified_outcomes(model, x, y, eps, l_logit, l_feat, batch_size=32)
+        assert torch.equal(got, radius > eps), eps
+    certified = pr.certified_outcomes(model, x, y, mid / 2, l_logit, l_feat)
+    assert 0 < int(certified.sum()) < int((y == pred).sum()) and not certified[y != pred].any()
+
+
+def test_paper_reproduction_reads_cifar10_real_through_data(data_dir):
+    """The script's images are ``dsnet_zoo.data``'s ``cifar10-real`` / 255: the same float32 pixels as the
+    npz it used to read itself."""
+    pr = _paper_reproduction()
+    x, y = pr.load_eval_images(data_dir)
+    raw = np.load(data_dir / "cifar10_test_real.npz")
+    assert torch.equal(x, torch.from_numpy(raw["x"]).permute(0, 3, 1, 2).float().div(255.0))
+    assert torch.equal(y, torch.from_numpy(raw["y"]).long()) and x.is_contiguous() and x.shape == (1017, 3, 32, 32)
+    x5, y5 = pr.load_eval_images(data_dir, 5)
+    assert torch.equal(x5, x[:5]) and torch.equal(y5, y[:5])
