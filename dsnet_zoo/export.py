@@ -9,7 +9,7 @@ operations on the ``nn.Conv2d`` / ``nn.Linear`` it holds (:data:`PLAIN_MODULES`)
   of a step) becomes an ``nn.Conv2d`` / ``nn.Linear`` holding its eval-mode (normalised) weight;
 - a gradient step ``x -+ h A^T act(A x + b)`` becomes a :class:`GradientStep`: ``A`` is its ``nn.Conv2d`` /
   ``nn.Linear``, ``A^T`` is computed from the same baked weight (``conv_transpose2d``, or the flipped
-  circular conv, :func:`~dsnet_zoo.layers.lipschitz.lip_conv_adjoint`), ``h`` a buffer;
+  circular conv, :func:`~dsnet_zoo.layers.functional.lip_conv_adjoint`), ``h`` a buffer;
 - a switching pair becomes its sub-steps (:class:`ResidualStep` and :class:`GradientStep`) with the step
   sizes that run (after the guard); Hamiltonian, volume- and mass-preserving blocks become
   :class:`SymplecticEulerStep`, :class:`VolumeShearStep` and :class:`MassExchangeStep`, sum-preserving
@@ -27,8 +27,8 @@ What the export guarantees:
   ONNX directly: their eval-mode weights come from ``eigvalsh`` of the DFT symbols (``aten._linalg_eigh``).
 - **Certificate from the exported weights.** ``PlainNet.lipschitz_upper_bound()`` is the product of
   per-module bounds recomputed from the exported tensors with the layers' own functions
-  (:func:`~dsnet_zoo.layers.lipschitz.operator_norm_bound`,
-  :func:`~dsnet_zoo.layers.lipschitz.singular_value_bounds`,
+  (:func:`~dsnet_zoo.layers.norm_bounds.operator_norm_bound`,
+  :func:`~dsnet_zoo.layers.norm_bounds.singular_value_bounds`,
   :func:`~dsnet_zoo.layers.gradient_flow.contractive_factor`), with the padding, input size and method of
   the original layer; for certified models it equals the original's ``lipschitz_upper_bound()`` up to
   rounding (tested: relative difference below 1e-6, never below the original by more than that; measured
@@ -57,11 +57,12 @@ import torch
 from torch import nn
 
 from .layers._common import _ACTIVATIONS
+from .layers.constrained_linear import ConstrainedLinearMap
+from .layers.functional import lip_conv_adjoint
 from .layers.gradient_flow import ContractiveStep, SwitchingPair, contractive_factor
 from .layers.hamiltonian import HamiltonianBlock
-from .layers.lipschitz import (ConstrainedLinearMap, lip_conv_adjoint, operator_norm_bound,
-                               singular_value_bounds)
 from .layers.mass import MassPreservingBlock, SumPreservingLinear
+from .layers.norm_bounds import operator_norm_bound, singular_value_bounds
 from .layers.volume import VolumePreservingBlock
 from .models.hamnet import StructuredStageNet
 from .models.lipflow import LipFlowNet
@@ -119,7 +120,7 @@ def _leaky_slope(act: nn.Module) -> float:
 
 def _is_same_conv(conv: nn.Conv2d) -> bool:
     """A stride-1, 'same' (odd square kernel, padding k // 2), undilated, ungrouped conv: the operator whose
-    norm :func:`~dsnet_zoo.layers.lipschitz.singular_value_bounds` certifies."""
+    norm :func:`~dsnet_zoo.layers.norm_bounds.singular_value_bounds` certifies."""
     k = _pair(conv.kernel_size)
     return (k[0] == k[1] and k[0] % 2 == 1 and _pair(conv.stride) == (1, 1) and _pair(conv.dilation) == (1, 1)
             and conv.groups == 1 and _pair(conv.padding) == (k[0] // 2, k[0] // 2)
@@ -180,7 +181,7 @@ class GradientStep(nn.Module):
     """``x - h A^T act(A x + b)`` (``sign=-1``) or ``x + h A^T act(A x + b)`` (``sign=+1``).
 
     ``op`` is ``A`` with its bias (an ``nn.Conv2d`` with 'same' padding, zero or circular, or an
-    ``nn.Linear``); ``A^T`` is :func:`~dsnet_zoo.layers.lipschitz.lip_conv_adjoint` of ``op.weight``;
+    ``nn.Linear``); ``A^T`` is :func:`~dsnet_zoo.layers.functional.lip_conv_adjoint` of ``op.weight``;
     ``act`` is ``nn.ReLU`` or ``nn.LeakyReLU(a)``, ``0 <= a <= 1``; ``step`` is the scalar ``h``.
 
     Bound (:meth:`lipschitz_upper_bound`), with ``L >= ||A||`` and ``s <= sigma_min(A)`` certified from

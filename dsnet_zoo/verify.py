@@ -5,9 +5,10 @@ Claims and how they are measured (all on a float64 deep copy of the model, in ev
 - ``lipschitz_certified``: ``model.lipschitz_upper_bound()`` (and ``feature_lipschitz_upper_bound()``)
   as the model reports them; invalid when not a finite number >= 0.
 - ``lipschitz_empirical``: the largest ratio ``||f(x) - f(y)|| / ||x - y||`` found by gradient ascent
-  (Adam on ``x`` and ``y - x``) over pairs of images in ``[0, 1]``; every ratio is evaluated at
-  points actually inside the box, so it is a valid *lower* bound of the true constant. Fails when
-  it exceeds the certified bound by more than a relative ``1e-6``.
+  (:func:`dsnet_zoo.layers.diagnostics.empirical_lipschitz`: Adam on ``x`` and ``y - x``) from
+  :func:`random_pairs` of images in ``[0, 1]``; every ratio is evaluated at points actually inside
+  the box, so it is a valid *lower* bound of the true constant. Fails when it exceeds the certified
+  bound by more than a relative ``1e-6``.
 - Per structured block (``model.structure_blocks()`` -> ``(name, block, kind)``), at a small
   spatial size (conv blocks are size-agnostic) so the full Jacobian ``J`` is affordable:
   ``symplectic`` ``max|J^T Omega J - Omega|``; ``volume`` ``|log|det J||``; ``inverse``
@@ -34,7 +35,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-__all__ = ["ClaimResult", "VerifyReport", "verify_model", "empirical_lipschitz", "block_jacobian",
+from .layers.diagnostics import empirical_lipschitz
+
+__all__ = ["ClaimResult", "VerifyReport", "verify_model", "random_pairs", "block_jacobian",
            "symplectic_error", "volume_error", "inverse_error", "conserved_sum_error", "norm_error",
            "TOLERANCES", "CLAIMS"]
 
@@ -152,36 +155,17 @@ def norm_error(block: nn.Module, x: torch.Tensor) -> float:
 
 
 # ----------------------------------------------------------------------------------------------
-# empirical Lipschitz constant
+# starting pairs of the empirical Lipschitz ratio
 
 
-def empirical_lipschitz(fn: Callable[[torch.Tensor], torch.Tensor], input_shape: Sequence[int], *, pairs: int = 8,
-                        steps: int = 100, lr: float = 0.01, seed: int = 0, dtype: torch.dtype = torch.float64,
-                        box: tuple[float, float] = (0.0, 1.0)) -> float:
-    """Largest ``||fn(x) - fn(y)|| / ||x - y||`` found by gradient ascent over ``pairs`` pairs in the
-    box, ``steps`` Adam steps on ``log`` of the ratio. A lower bound of the Lipschitz constant."""
+def random_pairs(input_shape: Sequence[int], *, pairs: int = 8, seed: int = 0, dtype: torch.dtype = torch.float64,
+                 box: tuple[float, float] = (0.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """The starting pairs of the gradient ascent: ``x`` uniform in the box, ``y = x + 1e-2 * N(0, 1)``
+    (``y`` is clamped into the box by :func:`~dsnet_zoo.layers.diagnostics.empirical_lipschitz`)."""
     gen = torch.Generator().manual_seed(seed)
     lo, hi = box
-    x = (lo + (hi - lo) * torch.rand((pairs, *input_shape), generator=gen, dtype=dtype)).requires_grad_(True)
-    d = (1e-2 * torch.randn((pairs, *input_shape), generator=gen, dtype=dtype)).requires_grad_(True)
-    opt = torch.optim.Adam([x, d], lr=lr)
-    best = 0.0
-    for _ in range(max(1, steps)):
-        xa = x.clamp(lo, hi)
-        xb = (x + d).clamp(lo, hi)
-        den = (xa - xb).flatten(1).norm(dim=1)
-        num = (fn(xa) - fn(xb)).flatten(1).norm(dim=1)
-        ok = den > 0
-        if ok.any():
-            ratio = num[ok] / den[ok]
-            best = max(best, ratio.max().item())
-            loss = -torch.log(ratio.clamp_min(1e-300)).sum()
-        else:  # every pair collapsed onto itself: push them apart again
-            loss = -den.sum()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return best
+    x = lo + (hi - lo) * torch.rand((pairs, *input_shape), generator=gen, dtype=dtype)
+    return x, x + 1e-2 * torch.randn((pairs, *input_shape), generator=gen, dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -219,7 +203,8 @@ def _lipschitz_claims(model: nn.Module, claims: dict[str, ClaimResult], *, prefi
         cert.passed = False
         cert.detail = f"{method}() returned {bound!r}, not a finite number >= 0"
         return
-    ratio = empirical_lipschitz(fn64, _input_size(model, input_size), pairs=pairs, steps=steps, seed=seed)
+    x, y = random_pairs(_input_size(model, input_size), pairs=pairs, seed=seed)
+    ratio = empirical_lipschitz(fn64, x, y, steps=steps, box=(0.0, 1.0))
     emp.applies = True
     emp.value = ratio
     emp.tolerance = bound * (1 + TOLERANCES["lipschitz_rel"])

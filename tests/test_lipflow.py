@@ -6,7 +6,7 @@ import torch
 
 import dsnet_zoo
 from dsnet_zoo.layers.gradient_flow import ContractiveStep
-from dsnet_zoo.layers.lipschitz import empirical_lipschitz
+from dsnet_zoo.layers.diagnostics import empirical_lipschitz
 from dsnet_zoo.models.lipflow import LipFlowNet
 
 from conftest import randomise

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import dsnet_zoo
-from dsnet_zoo.layers.lipschitz import LipConv2d, empirical_lipschitz
+from dsnet_zoo.layers.constrained_linear import LipConv2d
+from dsnet_zoo.layers.diagnostics import empirical_lipschitz
 from dsnet_zoo.models.lipnet import LipBlock, LipNet
 
 from conftest import randomise

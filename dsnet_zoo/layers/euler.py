@@ -18,7 +18,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .lipschitz import ConstrainedLinearMap
+from .constrained_linear import ConstrainedLinearMap
 
 __all__ = ["ExplicitEuler", "ActivationField"]
 

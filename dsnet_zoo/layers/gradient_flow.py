@@ -1,6 +1,6 @@
 """Gradient-flow steps and the paper's switching pairs, each with a certified Lipschitz bound.
 
-Notation: ``A`` a dense or 'same'-conv map (:class:`~dsnet_zoo.layers.lipschitz.ConstrainedLinearMap`),
+Notation: ``A`` a dense or 'same'-conv map (:class:`~dsnet_zoo.layers.constrained_linear.ConstrainedLinearMap`),
 ``L >= ||A||_2`` and ``s <= sigma_min(A)`` its certified bounds (``s = 0`` unless certified, which needs
 circular padding or a dense map), ``sigma`` a LeakyReLU with slope ``a`` in ``[0, 1]`` (``a = 0``: ReLU),
 so ``sigma'`` lies in ``[a, 1]``.
@@ -23,7 +23,7 @@ Expansive steps: ``x + h A^T sigma(A x + b)`` has ``Lip <= 1 + h L^2`` (``I + h 
 Step sizes are parametrised so the condition holds by construction: ``h = max_step * sigmoid(u) / L^2``
 with ``L`` the certified bound of the weight that runs (``L = 1`` when ``A`` is normalised by its
 certified bound). In eval mode the weights, step sizes and certified constants are cached
-(:class:`~dsnet_zoo.layers.lipschitz.CachedModule`).
+(:class:`~dsnet_zoo.layers.caching.CachedModule`).
 """
 from __future__ import annotations
 
@@ -32,7 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .lipschitz import CachedModule, ConstrainedLinearMap
+from .caching import CachedModule
+from .constrained_linear import ConstrainedLinearMap
 
 __all__ = [
     "contractive_factor",

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.gradient_flow import ContractiveStep
-from ..layers.lipschitz import LipConv2d, LipLinear, clear_caches
+from ..layers.caching import clear_caches
+from ..layers.constrained_linear import LipConv2d, LipLinear
 from ..registry import register_model
 from ._base import ZooClassifier
 from ._builder import build_model

@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..layers.gradient_flow import ContractiveStep, SwitchingPair
-from ..layers.lipschitz import LipConv2d, LipLinear, clear_caches
+from ..layers.caching import clear_caches
+from ..layers.constrained_linear import LipConv2d, LipLinear
 from ..registry import register_model
 from ._base import SequentialBlocksMixin, ZooClassifier
 from ._builder import build_model
@@ -97,7 +98,7 @@ class LipNet(SequentialBlocksMixin, ZooClassifier):
     ``step``: ``'contractive'`` (default), ``'prescribed'`` or ``'flexible'`` switching pairs;
     ``head``: ``'spectral'`` or ``'rownorm'``; ``method``: ``'eig'`` or ``'gram'`` certified norms;
     ``cert_every`` / ``train_normalizer``: the training-time normaliser of every conv (see
-    :class:`~dsnet_zoo.layers.lipschitz.ConstrainedLinearMap`; they do not change the eval-mode
+    :class:`~dsnet_zoo.layers.constrained_linear.ConstrainedLinearMap`; they do not change the eval-mode
     certificate). ``step_kwargs`` go to every step (e.g. ``max_step``, ``negative_slope``, ``h_c``).
     ``global_pool``: ``'flatten'`` (the head reads the flattened last feature map) or ``''`` (unpooled
     maps, with ``num_classes=0``).

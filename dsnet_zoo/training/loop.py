@@ -41,7 +41,7 @@ from torch import nn
 
 from ..evaluation.certify import certified_radii
 from ..evaluation.metrics import DEFAULT_CERT_EPS
-from ..layers.lipschitz import load_normalizer_states, normalizer_states
+from ..layers.constrained_linear import load_normalizer_states, normalizer_states
 from ..utils import atomic_write_bytes, atomic_write_text, resolve_device
 from .. import distributed as ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input

@@ -9,7 +9,7 @@ from dsnet_zoo.layers import functional
 from dsnet_zoo.layers.euler import ActivationField, ExplicitEuler
 from dsnet_zoo.layers.gradient_flow import (ContractiveStep, ExpansiveStep, SwitchingPair, contractive_factor,
                                             prescribed_expansive_step)
-from dsnet_zoo.layers.lipschitz import empirical_lipschitz, operator_power_iteration
+from dsnet_zoo.layers.diagnostics import empirical_lipschitz, operator_power_iteration
 
 TOL = 1e-9
 

@@ -6,9 +6,11 @@ Chain checked: certified bound >= exact norm >= power-iteration estimate, and >=
 import pytest
 import torch
 
-from dsnet_zoo.layers.lipschitz import (REL_MARGIN, ConstrainedLinearMap, LipConv2d, LipLinear,
-                                        empirical_lipschitz, gram_iteration_norm_bound, lip_conv,
-                                        lip_conv_adjoint, operator_power_iteration, singular_value_bounds)
+from dsnet_zoo.layers import caching, constrained_linear, diagnostics, functional, lipschitz, norm_bounds
+from dsnet_zoo.layers.constrained_linear import ConstrainedLinearMap, LipConv2d, LipLinear
+from dsnet_zoo.layers.diagnostics import empirical_lipschitz, operator_power_iteration
+from dsnet_zoo.layers.functional import lip_conv, lip_conv_adjoint
+from dsnet_zoo.layers.norm_bounds import REL_MARGIN, gram_iteration_norm_bound, singular_value_bounds
 
 TOL = 1e-9  # float64 rounding of the exact SVD / power iteration comparisons
 
@@ -197,3 +199,30 @@ def test_cert_every_one_certifies_training_weights():
     w_eval = layer.weight
     layer.train()
     assert torch.allclose(layer.weight.detach(), w_eval, rtol=1e-12, atol=0)
+
+
+def test_lipschitz_module_reexports_every_name():
+    """``dsnet_zoo.layers.lipschitz`` keeps the old imports working: each name is the object of its new home."""
+    homes = [caching, constrained_linear, diagnostics, functional, norm_bounds]
+    for name in lipschitz.__all__:
+        obj = getattr(lipschitz, name)
+        assert any(getattr(h, name, None) is obj for h in homes), name
+
+
+def test_empirical_lipschitz_contract():
+    """``steps=0`` measures the given pairs; the box clamps both points; coinciding pairs are skipped; ``fn``'s
+    parameters get no gradients."""
+    lin = torch.nn.Linear(4, 3, bias=False).double()
+    x = torch.rand(5, 4, dtype=torch.float64)
+    y = torch.rand(5, 4, dtype=torch.float64)
+    exact = torch.linalg.matrix_norm(lin.weight, 2).item()
+    start = ((lin(x) - lin(y)).norm(dim=1) / (x - y).norm(dim=1)).max().item()
+    assert empirical_lipschitz(lin, x, y, steps=0) == pytest.approx(start, rel=1e-12)
+    assert start <= empirical_lipschitz(lin, x, y, steps=30) <= exact * (1 + TOL)
+    assert lin.weight.grad is None
+    # y outside the box is clamped: pairs that collapse onto x are skipped (and ascent does not fail on them)
+    ones = torch.ones(2, 4, dtype=torch.float64)
+    assert empirical_lipschitz(lin, ones, ones + 10, steps=3, box=(0.0, 1.0)) == 0.0
+    assert empirical_lipschitz(lin, torch.zeros(2, 4, dtype=torch.float64), torch.ones(2, 4, dtype=torch.float64),
+                               steps=0, box=(0.0, 1.0)) == pytest.approx(
+        (lin(torch.ones(1, 4, dtype=torch.float64)).norm() / 2).item(), rel=1e-12)
