@@ -1,4 +1,6 @@
-"""The training loop: one function, :func:`train`, from a :class:`Recipe` to a Hub-ready repo folder.
+"""The training loop: :func:`train` (or :func:`run_training` of a :class:`TrainConfig`), from a :class:`Recipe`
+to a Hub-ready repo folder, as a sequence of named steps (build model and data, resume, one epoch, evaluate,
+checkpoint, export).
 
 What ``out_dir`` holds after a run:
 
@@ -24,6 +26,7 @@ evaluation are float32. Parameters and optimizer states stay float32.
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -33,14 +36,17 @@ import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
+from .._api import create
 from ..evaluation.certify import certified_radii
 from ..evaluation.metrics import DEFAULT_CERT_EPS
+from ..hub import WeightsCfg, write_hub_repo
 from ..layers.constrained_linear import load_normalizer_states, normalizer_states
 from ..utils import atomic_write_bytes, atomic_write_text, resolve_device
 from .. import distributed as ddp
@@ -48,7 +54,8 @@ from .data import TrainData, iterate_epoch, load_train_data, to_model_input
 from .losses import build_loss
 from .recipes import Recipe
 
-__all__ = ["train", "TrainResult", "ModelEMA", "resolve_device", "evaluate_model", "CHECKPOINT", "LOG", "PLOT"]
+__all__ = ["train", "run_training", "TrainConfig", "TrainResult", "ModelEMA", "resolve_device", "evaluate_model",
+           "CHECKPOINT", "LOG", "PLOT"]
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -238,6 +245,7 @@ def evaluate_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str
     return {"mse": sq_sum / total, "loss": sq_sum / total}
 
 
+# matplotlib is the optional ``plot`` extra: imported only where a plot is checked for or written
 def _check_plot_available() -> None:
     try:
         import matplotlib  # noqa: F401
@@ -313,211 +321,349 @@ def final_metrics(model: nn.Module, data: TrainData, recipe: Recipe) -> dict[str
 
 
 def _copy_as(model: nn.Module, dtype: torch.dtype) -> nn.Module:
-    import copy
-
     return copy.deepcopy(model).to(dtype).eval()
 
 
 # -- the loop ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run: the :class:`Recipe` (every choice that determines the weights; a recipe dict is
+    converted with :meth:`Recipe.from_dict`) and how to run it. Nothing but the recipe changes the weights.
+
+    - ``out_dir``: the run folder (see the module doc); ``data_dir``: the datasets' root.
+    - ``resume``: continue from ``out_dir/checkpoint.pt`` (which must come from the same recipe);
+      without a checkpoint there, training starts from epoch 1. Without ``resume`` an existing
+      checkpoint is an error (it is never overwritten by accident).
+    - ``stop_after``: stop after that epoch as if interrupted (checkpoint written, no Hub folder).
+    - ``write_hub``: write ``out_dir/hub``; ``base_cfg``: a :class:`~dsnet_zoo.hub.WeightsCfg` to complete
+      (a registered tag's, when rerunning ``ARCH.TAG``); ``hub_repo_id``: the Hub repo id recorded in the cfg.
+    - ``data``: in-memory data instead of ``recipe.dataset`` (tests); ``log``: where messages go.
+    """
+
+    recipe: Recipe
+    out_dir: Path
+    data_dir: str | os.PathLike | None = None
+    device: str | torch.device = "auto"
+    resume: bool = False
+    progress: bool = True
+    plot: bool = True
+    stop_after: int | None = None
+    write_hub: bool = True
+    base_cfg: WeightsCfg | None = None
+    hub_repo_id: str | None = None
+    data: TrainData | None = None
+    log: Callable[[str], Any] = print
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.recipe, Recipe):
+            object.__setattr__(self, "recipe", Recipe.from_dict(self.recipe))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+
+@dataclass
+class _Run:
+    """What the steps of one run share: the built model, data and optimisation, and the position."""
+
+    cfg: TrainConfig
+    dev: torch.device
+    dist: ddp.DistInfo
+    model: nn.Module
+    data: TrainData
+    data_dev: TrainData
+    steps_per_epoch: int
+    loss_fn: Callable
+    opt: torch.optim.Optimizer
+    sched: Any
+    ema: ModelEMA | None
+    amp_dtype: torch.dtype | None
+    net: nn.Module  # the model, wrapped in DDP when distributed
+    history: list[dict[str, Any]] = field(default_factory=list)
+    start_epoch: int = 1
+    step: int = 0
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.cfg.recipe
+
+    @property
+    def main(self) -> bool:
+        return self.dist.is_main
+
+
 def train(recipe: Recipe, out_dir: str | os.PathLike, *, data_dir: str | os.PathLike | None = None,
           device: str | torch.device = "auto", resume: bool = False, progress: bool = True,
           plot: bool = True, stop_after: int | None = None, write_hub: bool = True,
           base_cfg=None, hub_repo_id: str | None = None, data: TrainData | None = None,
           log=print) -> TrainResult:
-    """Train ``recipe`` into ``out_dir`` (see the module doc for what it writes).
+    """Train ``recipe`` into ``out_dir`` (see the module doc for what it writes, :class:`TrainConfig`
+    for the options). Under ``torchrun`` every process calls this; rank 0 writes all files."""
+    return run_training(TrainConfig(recipe, Path(out_dir), data_dir=data_dir, device=device, resume=resume,
+                                    progress=progress, plot=plot, stop_after=stop_after, write_hub=write_hub,
+                                    base_cfg=base_cfg, hub_repo_id=hub_repo_id, data=data, log=log))
 
-    - ``resume``: continue from ``out_dir/checkpoint.pt`` (which must come from the same recipe);
-      without a checkpoint there, training starts from epoch 1. Without ``resume`` an existing
-      checkpoint is an error (it is never overwritten by accident).
-    - ``stop_after``: stop after that epoch as if interrupted (checkpoint written, no Hub folder).
-    - ``base_cfg``: a :class:`~dsnet_zoo.hub.WeightsCfg` to complete (a registered tag's, when
-      rerunning ``ARCH.TAG``); ``hub_repo_id``: the Hub repo id recorded in the cfg.
-    - ``data``: in-memory data instead of ``recipe.dataset`` (tests).
-    Under ``torchrun`` every process calls this; rank 0 writes all files.
-    """
-    from .. import create
-    from ..hub import WeightsCfg, write_hub_repo
 
-    if plot:
+def run_training(cfg: TrainConfig) -> TrainResult:
+    """:func:`train` from a :class:`TrainConfig`: the steps below, in this order (the order of the random
+    draws and of the operations is part of the bit-for-bit guarantee)."""
+    if cfg.plot:
         _check_plot_available()
     env = ddp.env_info()
-    dev = resolve_device(device, env.local_rank)
+    dev = resolve_device(cfg.device, env.local_rank)
     dist_info = ddp.setup(dev)
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT
-    main = dist_info.is_main
     try:
-        if ckpt_path.exists() and not resume:
-            raise FileExistsError(f"{ckpt_path} exists: pass resume=True (--resume) to continue that run, "
-                                  "or choose another output folder")
-        _seed_all(recipe.seed)
-        model = create(recipe.model, **dict(recipe.model_args))
-        if data is None:
-            data = load_train_data(recipe, data_dir)
-        if data.task == "classification" and getattr(model, "num_classes", None) != data.num_classes:
-            raise ValueError(f"{recipe.model} has {getattr(model, 'num_classes', None)} classes but "
-                             f"{recipe.dataset} has {data.num_classes}")
-        if main:  # written once the recipe's model and data are known to load
-            out.mkdir(parents=True, exist_ok=True)
-            _atomic_text(out / "recipe.json", recipe.to_json() + "\n")
-        model.to(dev)
-        if recipe.channels_last:  # NHWC convolutions: the fast layout of the CPU (oneDNN) and GPU kernels
-            model.to(memory_format=torch.channels_last)
-        data_dev = data.to(dev)
-        steps_per_epoch = len(data.y_train) // recipe.batch_size
-        if steps_per_epoch < 1:
-            raise ValueError(f"batch size {recipe.batch_size} exceeds the {len(data.y_train)} training examples")
-
-        loss_fn = build_loss(recipe, model)
-        opt = _make_optimizer(recipe, model)
-        sched = _make_scheduler(recipe, opt, steps_per_epoch)
-        ema = ModelEMA(model, recipe.ema) if recipe.ema else None
-        amp_dtype = torch.bfloat16 if (recipe.amp == "bf16" or (recipe.amp == "auto" and dev.type == "cuda")) else None
-        if amp_dtype is not None:
-            _float32_islands(model, dev.type)
-        net: nn.Module = model
-        if dist_info.enabled:
-            net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-
-        history: list[dict[str, Any]] = []
-        start_epoch, step = 1, 0
-        if resume and ckpt_path.exists():
-            state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if state["recipe"] != recipe.to_dict():
-                diff = sorted(k for k in set(state["recipe"]) | set(recipe.to_dict())
-                              if state["recipe"].get(k) != recipe.to_dict().get(k))
-                raise ValueError(f"{ckpt_path} was written by a different recipe (fields {', '.join(diff)} "
-                                 "differ); resume with the same recipe or choose another output folder")
-            model.load_state_dict(state["model"])
-            # after load_state_dict, which resets them: the training-time normalisers' power vectors
-            # and refresh counters evolve like the weights and are needed for a bit-for-bit resume
-            if "normalizers" in state:
-                load_normalizer_states(model, state["normalizers"])
-            elif main and normalizer_states(model):
-                log(f"{ckpt_path} predates the saved normaliser state: resuming, but not bit for bit "
-                    "(the power vectors restart and the certified ratio is refreshed at the next step)")
-            opt.load_state_dict(state["optimizer"])
-            sched.load_state_dict(state["scheduler"])
-            if ema is not None:
-                ema.load_state_dict(state["ema"])
-            _set_rng_state(state["rng"])
-            history = state["history"]
-            start_epoch, step = state["epoch"] + 1, state["step"]
-            if main:
-                log(f"resuming {recipe.model} from {ckpt_path} after epoch {state['epoch']} (step {step})")
-        elif resume and main:
-            log(f"no checkpoint in {out}: starting {recipe.model} from epoch 1")
-
-        bar = None
-        if progress and main:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=recipe.epochs * steps_per_epoch, initial=(start_epoch - 1) * steps_per_epoch,
-                       desc=recipe.model, unit="step", dynamic_ncols=True, file=sys.stderr)
-        eval_model = _copy_as(model, torch.float32) if ema is not None else None
-        completed = True
-        for epoch in range(start_epoch, recipe.epochs + 1):
-            net.train()
-            t0 = time.perf_counter()
-            sums = torch.zeros(3, dtype=torch.float64, device=dev)  # loss * n, correct, n
-            refresh = getattr(loss_fn, "refresh", None)
-            for xb, yb in iterate_epoch(data_dev, recipe, epoch, step, dist_info.rank, dist_info.world, dev):
-                if recipe.channels_last and xb.dim() == 4:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
-                if refresh is not None:
-                    refresh()
-                with torch.autocast(device_type=dev.type, dtype=amp_dtype or torch.float32,
-                                    enabled=amp_dtype is not None):
-                    out_b = net(xb)
-                loss = loss_fn(out_b, yb)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {step}: "
-                                             "lower the learning rate or add grad_clip")
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if recipe.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                opt.step()
-                sched.step()
-                if ema is not None:
-                    ema.update(model)
-                step += 1
-                with torch.no_grad():
-                    n = len(yb)
-                    sums[0] += loss.detach().double() * n
-                    if data.task == "classification":
-                        sums[1] += (out_b.argmax(1) == yb).sum()
-                    sums[2] += n
-                if bar is not None:
-                    bar.update(1)
-            ddp.all_reduce_sum(sums, dist_info)
-            seconds = time.perf_counter() - t0
-            record: dict[str, Any] = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
-                                      "train_loss": float(sums[0] / sums[2])}
-            if data.task == "classification":
-                record["train_acc"] = float(100.0 * sums[1] / sums[2])
-            if main:
-                target = model
-                if ema is not None:
-                    ema.copy_to(eval_model)
-                    target = eval_model
-                ev = evaluate_model(target, data_dev.x_eval, data_dev.y_eval, data.task,
-                                    loss_fn if data.task == "classification" else None,
-                                    cert_eps=DEFAULT_CERT_EPS[0] if data.task == "classification" else None)
-                record.update({f"eval_{k}": v for k, v in ev.items()})
-                record.update(seconds=round(seconds, 3), examples_per_s=round(float(sums[2]) / seconds, 1))
-                history.append(record)
-                if bar is not None:
-                    bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.4g}",
-                                    **({"eval_acc": f"{record['eval_acc']:.2f}"} if "eval_acc" in record
-                                       else {"eval_mse": f"{record['eval_mse']:.3g}"}))
-                _atomic_torch_save({
-                    "recipe": recipe.to_dict(), "epoch": epoch, "step": step,
-                    "data_order": {"data_seed": recipe.data_seed, "next_epoch": epoch + 1, "next_step": step},
-                    "model": model.state_dict(), "normalizers": normalizer_states(model),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None, "rng": _rng_state(),
-                    "history": history, "world_size": dist_info.world}, ckpt_path)
-                _atomic_text(out / LOG, "".join(json.dumps(h, sort_keys=True) + "\n" for h in history))
-            ddp.barrier(dist_info)
-            if stop_after is not None and epoch >= stop_after and epoch < recipe.epochs:
-                completed = False
-                break
-        if bar is not None:
-            bar.close()
-
-        result = TrainResult(out, recipe, history, completed=completed,
-                             state={k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()})
-        if main and plot and history:
-            write_plot(history, out / PLOT, title=f"{recipe.model} ({recipe.tag})")
-        if main and completed:
-            final = _copy_as(model, torch.float32)
-            if ema is not None:
-                ema.copy_to(final)
-            final = final.to("cpu").eval()
-            metrics = final_metrics(final, data, recipe)
-            _atomic_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-            result.metrics, result.model = metrics, final
-            if write_hub:
-                cfg = base_cfg if base_cfg is not None else WeightsCfg(
-                    tag=recipe.tag, architecture=recipe.model, dataset=recipe.dataset, license="MIT",
-                    description=(f"`{recipe.model}` trained by `dsnet-zoo train` on {recipe.dataset} "
-                                 f"({recipe.train_split} split, {len(data.y_train)} examples), evaluated on "
-                                 f"{recipe.eval_set} ({recipe.eval_split} split, {len(data.y_eval)} examples)."))
-                cfg = replace(cfg, tag=recipe.tag, architecture=recipe.model, recipe=recipe.to_dict(),
-                              metrics=metrics, model_args=dict(recipe.model_args),
-                              hf_hub_id=hub_repo_id or cfg.hf_hub_id or f"dsnet-zoo/{recipe.model}-{recipe.tag}",
-                              input_size=tuple(data.x_train.shape[1:]),
-                              num_classes=getattr(final, "num_classes", None))
-                total_s = sum(h.get("seconds", 0.0) for h in history)
-                card = ("## Training run\n\n"
-                        f"- `dsnet-zoo train {recipe.model}.{recipe.tag} --out DIR` reruns this recipe\n"
-                        f"- {recipe.epochs} epochs, {history[-1]['step']} steps, {total_s:.0f} s of training "
-                        f"on {dev.type} ({torch.get_num_threads()} threads, {dist_info.world} process(es)), "
-                        f"torch {torch.__version__}\n"
-                        "- bit-for-bit reruns need the same device type, thread count and library versions\n"
-                        f"- last epoch: `{json.dumps(history[-1], sort_keys=True)}`\n")
-                result.hub = write_hub_repo(final, cfg, out / "hub", overwrite=True, card_extra=card)
-        return result
+        _check_run_dir(cfg)
+        model, data = _build_model_and_data(cfg)
+        if dist_info.is_main:  # written once the recipe's model and data are known to load
+            _write_recipe(cfg)
+        run = _build_run(cfg, dev, dist_info, model, data)
+        if cfg.resume:
+            _resume(run)
+        completed = _train_epochs(run)
+        return _finish(run, completed)
     finally:
         ddp.teardown(dist_info)
+
+
+# -- the steps of a run -----------------------------------------------------------------------------
+def _check_run_dir(cfg: TrainConfig) -> None:
+    if cfg.checkpoint.exists() and not cfg.resume:
+        raise FileExistsError(f"{cfg.checkpoint} exists: pass resume=True (--resume) to continue that run, "
+                              "or choose another output folder")
+
+
+def _build_model_and_data(cfg: TrainConfig) -> tuple[nn.Module, TrainData]:
+    """Seed every generator, build the model (the first random draws), then load the data."""
+    recipe = cfg.recipe
+    _seed_all(recipe.seed)
+    model = create(recipe.model, **dict(recipe.model_args))
+    data = cfg.data if cfg.data is not None else load_train_data(recipe, cfg.data_dir)
+    if data.task == "classification" and getattr(model, "num_classes", None) != data.num_classes:
+        raise ValueError(f"{recipe.model} has {getattr(model, 'num_classes', None)} classes but "
+                         f"{recipe.dataset} has {data.num_classes}")
+    return model, data
+
+
+def _write_recipe(cfg: TrainConfig) -> None:
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_text(cfg.out_dir / "recipe.json", cfg.recipe.to_json() + "\n")
+
+
+def _build_run(cfg: TrainConfig, dev: torch.device, dist_info: ddp.DistInfo, model: nn.Module,
+               data: TrainData) -> _Run:
+    """Model and data on the device, then loss, optimizer, scheduler, EMA, mixed precision and DDP."""
+    recipe = cfg.recipe
+    model.to(dev)
+    if recipe.channels_last:  # NHWC convolutions: the fast layout of the CPU (oneDNN) and GPU kernels
+        model.to(memory_format=torch.channels_last)
+    data_dev = data.to(dev)
+    steps_per_epoch = len(data.y_train) // recipe.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(f"batch size {recipe.batch_size} exceeds the {len(data.y_train)} training examples")
+
+    loss_fn = build_loss(recipe, model)
+    opt = _make_optimizer(recipe, model)
+    sched = _make_scheduler(recipe, opt, steps_per_epoch)
+    ema = ModelEMA(model, recipe.ema) if recipe.ema else None
+    amp_dtype = torch.bfloat16 if (recipe.amp == "bf16" or (recipe.amp == "auto" and dev.type == "cuda")) else None
+    if amp_dtype is not None:
+        _float32_islands(model, dev.type)
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return _Run(cfg, dev, dist_info, model, data, data_dev, steps_per_epoch, loss_fn, opt, sched, ema,
+                amp_dtype, net)
+
+
+def _resume(run: _Run) -> None:
+    """Restore every evolving state from the checkpoint, if there is one (``resume``)."""
+    ckpt_path, recipe, log = run.cfg.checkpoint, run.recipe, run.cfg.log
+    if not ckpt_path.exists():
+        if run.main:
+            log(f"no checkpoint in {run.cfg.out_dir}: starting {recipe.model} from epoch 1")
+        return
+    state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    if state["recipe"] != recipe.to_dict():
+        diff = sorted(k for k in set(state["recipe"]) | set(recipe.to_dict())
+                      if state["recipe"].get(k) != recipe.to_dict().get(k))
+        raise ValueError(f"{ckpt_path} was written by a different recipe (fields {', '.join(diff)} "
+                         "differ); resume with the same recipe or choose another output folder")
+    run.model.load_state_dict(state["model"])
+    # after load_state_dict, which resets them: the training-time normalisers' power vectors
+    # and refresh counters evolve like the weights and are needed for a bit-for-bit resume
+    if "normalizers" in state:
+        load_normalizer_states(run.model, state["normalizers"])
+    elif run.main and normalizer_states(run.model):
+        log(f"{ckpt_path} predates the saved normaliser state: resuming, but not bit for bit "
+            "(the power vectors restart and the certified ratio is refreshed at the next step)")
+    run.opt.load_state_dict(state["optimizer"])
+    run.sched.load_state_dict(state["scheduler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    _set_rng_state(state["rng"])
+    run.history = state["history"]
+    run.start_epoch, run.step = state["epoch"] + 1, state["step"]
+    if run.main:
+        log(f"resuming {recipe.model} from {ckpt_path} after epoch {state['epoch']} (step {run.step})")
+
+
+def _train_epochs(run: _Run) -> bool:
+    """Epochs ``start_epoch..epochs``: train, then (rank 0) evaluate, checkpoint and log each. Returns
+    ``False`` when ``stop_after`` stopped the run early."""
+    recipe = run.recipe
+    bar = None
+    if run.cfg.progress and run.main:
+        bar = tqdm(total=recipe.epochs * run.steps_per_epoch, initial=(run.start_epoch - 1) * run.steps_per_epoch,
+                   desc=recipe.model, unit="step", dynamic_ncols=True, file=sys.stderr)
+    eval_model = _copy_as(run.model, torch.float32) if run.ema is not None else None
+    completed = True
+    for epoch in range(run.start_epoch, recipe.epochs + 1):
+        sums, seconds = _train_one_epoch(run, epoch, bar)
+        record = _train_record(run, epoch, sums)
+        if run.main:
+            _evaluate_epoch(run, record, eval_model)
+            record.update(seconds=round(seconds, 3), examples_per_s=round(float(sums[2]) / seconds, 1))
+            run.history.append(record)
+            if bar is not None:
+                bar.set_postfix(epoch=epoch, loss=f"{record['train_loss']:.4g}",
+                                **({"eval_acc": f"{record['eval_acc']:.2f}"} if "eval_acc" in record
+                                   else {"eval_mse": f"{record['eval_mse']:.3g}"}))
+            _save_checkpoint(run, epoch)
+            _write_log(run)
+        ddp.barrier(run.dist)
+        stop_after = run.cfg.stop_after
+        if stop_after is not None and epoch >= stop_after and epoch < recipe.epochs:
+            completed = False
+            break
+    if bar is not None:
+        bar.close()
+    return completed
+
+
+def _train_one_epoch(run: _Run, epoch: int, bar) -> tuple[torch.Tensor, float]:
+    """One pass over this rank's share of the epoch's batches; returns the all-reduced sums
+    ``(loss * n, correct, n)`` and the seconds it took."""
+    run.net.train()
+    t0 = time.perf_counter()
+    sums = torch.zeros(3, dtype=torch.float64, device=run.dev)  # loss * n, correct, n
+    refresh = getattr(run.loss_fn, "refresh", None)
+    for xb, yb in iterate_epoch(run.data_dev, run.recipe, epoch, run.step, run.dist.rank, run.dist.world, run.dev):
+        if run.recipe.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        if refresh is not None:
+            refresh()
+        out_b, loss = _train_step(run, xb, yb, epoch)
+        with torch.no_grad():
+            n = len(yb)
+            sums[0] += loss.detach().double() * n
+            if run.data.task == "classification":
+                sums[1] += (out_b.argmax(1) == yb).sum()
+            sums[2] += n
+        if bar is not None:
+            bar.update(1)
+    ddp.all_reduce_sum(sums, run.dist)
+    return sums, time.perf_counter() - t0
+
+
+def _train_step(run: _Run, xb: torch.Tensor, yb: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward (under autocast when mixed precision), loss, backward, clipping, optimizer, scheduler, EMA."""
+    amp_dtype = run.amp_dtype
+    with torch.autocast(device_type=run.dev.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        out_b = run.net(xb)
+    loss = run.loss_fn(out_b, yb)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss became {float(loss)} at epoch {epoch}, step {run.step}: "
+                                 "lower the learning rate or add grad_clip")
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if run.recipe.grad_clip is not None:
+        nn.utils.clip_grad_norm_(run.model.parameters(), run.recipe.grad_clip)
+    run.opt.step()
+    run.sched.step()
+    if run.ema is not None:
+        run.ema.update(run.model)
+    run.step += 1
+    return out_b, loss
+
+
+def _train_record(run: _Run, epoch: int, sums: torch.Tensor) -> dict[str, Any]:
+    record: dict[str, Any] = {"epoch": epoch, "step": run.step, "lr": run.opt.param_groups[0]["lr"],
+                              "train_loss": float(sums[0] / sums[2])}
+    if run.data.task == "classification":
+        record["train_acc"] = float(100.0 * sums[1] / sums[2])
+    return record
+
+
+def _evaluate_epoch(run: _Run, record: dict[str, Any], eval_model: nn.Module | None) -> None:
+    """The evaluation set's metrics (of the EMA weights when there are some) into ``record``."""
+    target = run.model
+    if run.ema is not None:
+        run.ema.copy_to(eval_model)
+        target = eval_model
+    task = run.data.task
+    ev = evaluate_model(target, run.data_dev.x_eval, run.data_dev.y_eval, task,
+                        run.loss_fn if task == "classification" else None,
+                        cert_eps=DEFAULT_CERT_EPS[0] if task == "classification" else None)
+    record.update({f"eval_{k}": v for k, v in ev.items()})
+
+
+def _save_checkpoint(run: _Run, epoch: int) -> None:
+    recipe, ema = run.recipe, run.ema
+    _atomic_torch_save({
+        "recipe": recipe.to_dict(), "epoch": epoch, "step": run.step,
+        "data_order": {"data_seed": recipe.data_seed, "next_epoch": epoch + 1, "next_step": run.step},
+        "model": run.model.state_dict(), "normalizers": normalizer_states(run.model),
+        "optimizer": run.opt.state_dict(), "scheduler": run.sched.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None, "rng": _rng_state(),
+        "history": run.history, "world_size": run.dist.world}, run.cfg.checkpoint)
+
+
+def _write_log(run: _Run) -> None:
+    _atomic_text(run.cfg.out_dir / LOG, "".join(json.dumps(h, sort_keys=True) + "\n" for h in run.history))
+
+
+def _finish(run: _Run, completed: bool) -> TrainResult:
+    """The result; on rank 0 the plot and, for a completed run, the final metrics and the Hub export."""
+    cfg, recipe = run.cfg, run.recipe
+    result = TrainResult(cfg.out_dir, recipe, run.history, completed=completed,
+                         state={k: v.detach().to("cpu", copy=True) for k, v in run.model.state_dict().items()})
+    if run.main and cfg.plot and run.history:
+        write_plot(run.history, cfg.out_dir / PLOT, title=f"{recipe.model} ({recipe.tag})")
+    if run.main and completed:
+        final = _copy_as(run.model, torch.float32)
+        if run.ema is not None:
+            run.ema.copy_to(final)
+        final = final.to("cpu").eval()
+        metrics = final_metrics(final, run.data, recipe)
+        _atomic_text(cfg.out_dir / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+        result.metrics, result.model = metrics, final
+        if cfg.write_hub:
+            result.hub = _export_hub(run, final, metrics)
+    return result
+
+
+def _export_hub(run: _Run, final: nn.Module, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``out_dir/hub``: the final weights with their :class:`~dsnet_zoo.hub.WeightsCfg` and a card."""
+    cfg, recipe, data, history = run.cfg, run.recipe, run.data, run.history
+    weights = cfg.base_cfg if cfg.base_cfg is not None else WeightsCfg(
+        tag=recipe.tag, architecture=recipe.model, dataset=recipe.dataset, license="MIT",
+        description=(f"`{recipe.model}` trained by `dsnet-zoo train` on {recipe.dataset} "
+                     f"({recipe.train_split} split, {len(data.y_train)} examples), evaluated on "
+                     f"{recipe.eval_set} ({recipe.eval_split} split, {len(data.y_eval)} examples)."))
+    weights = replace(weights, tag=recipe.tag, architecture=recipe.model, recipe=recipe.to_dict(),
+                      metrics=metrics, model_args=dict(recipe.model_args),
+                      hf_hub_id=cfg.hub_repo_id or weights.hf_hub_id or f"dsnet-zoo/{recipe.model}-{recipe.tag}",
+                      input_size=tuple(data.x_train.shape[1:]),
+                      num_classes=getattr(final, "num_classes", None))
+    total_s = sum(h.get("seconds", 0.0) for h in history)
+    card = ("## Training run\n\n"
+            f"- `dsnet-zoo train {recipe.model}.{recipe.tag} --out DIR` reruns this recipe\n"
+            f"- {recipe.epochs} epochs, {history[-1]['step']} steps, {total_s:.0f} s of training "
+            f"on {run.dev.type} ({torch.get_num_threads()} threads, {run.dist.world} process(es)), "
+            f"torch {torch.__version__}\n"
+            "- bit-for-bit reruns need the same device type, thread count and library versions\n"
+            f"- last epoch: `{json.dumps(history[-1], sort_keys=True)}`\n")
+    return write_hub_repo(final, weights, cfg.out_dir / "hub", overwrite=True, card_extra=card)
