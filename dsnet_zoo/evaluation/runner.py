@@ -20,16 +20,22 @@ import shlex
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import distributed
+from .._version import __version__
+from ..data import EvalData, load_dataset
 from ..utils import atomic_write_text, resolve_device
+from .attacks import STANDARD_THREATS
 from .certify import Certifier
 from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, CrossCheckError, MetricContext,
                       format_eps, get_metric)
@@ -161,11 +167,9 @@ def _describe_device(device: torch.device) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from .. import __version__
-
     out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
            "dsnet_zoo": __version__}
-    for mod in ("torchvision",):
+    for mod in ("torchvision",):  # imported only here: slow to import, and only its version is wanted
         try:
             out[mod] = __import__(mod).__version__
         except Exception:
@@ -241,29 +245,59 @@ def _index_summary(indices: np.ndarray) -> str:
     return text
 
 
-def _reproduce_command(ident: dict[str, Any], dataset: str, split: str, n: int, metrics: Sequence[str],
-                       cert_eps, paper_eps, aa_threats, seed: int, batch_size: int, aa_mode: str = "auto",
-                       aa_cert_sample: int = 32) -> str:
+def _reproduce_command(ident: dict[str, Any], cfg: "EvalConfig", dataset: str, split: str, n: int) -> str:
+    metrics = cfg.metrics
     parts = ["dsnet-zoo", "eval", ident["name"] if ident.get("checkpoint") is None else ident["checkpoint"],
-             "--dataset", dataset, "--n", str(n), "--metrics", ",".join(metrics), "--seed", str(seed),
-             "--batch-size", str(batch_size)]
+             "--dataset", dataset, "--n", str(n), "--metrics", ",".join(metrics), "--seed", str(cfg.seed),
+             "--batch-size", str(cfg.batch_size)]
     if ident.get("checkpoint") is not None:
         parts += ["--arch", ident["model"]]
     if split != "test":
         parts += ["--split", split]
-    if tuple(cert_eps) != DEFAULT_CERT_EPS and "certified" in metrics:
-        parts += ["--eps", ",".join(format_eps(e) for e in cert_eps)]
-    if tuple(paper_eps) != PAPER_EPS and "paper-pgd" in metrics:
-        parts += ["--paper-eps", ",".join(format_eps(e) for e in paper_eps)]
-    from .attacks import STANDARD_THREATS
-
-    if tuple(aa_threats) != STANDARD_THREATS and "autoattack" in metrics:
-        parts += ["--aa-threats", ",".join(f"{nm}:{format_eps(e)}" for nm, e in aa_threats)]
-    if "autoattack" in metrics and aa_mode != "auto":
+    if cfg.cert_eps != DEFAULT_CERT_EPS and "certified" in metrics:
+        parts += ["--eps", ",".join(format_eps(e) for e in cfg.cert_eps)]
+    if cfg.paper_eps != PAPER_EPS and "paper-pgd" in metrics:
+        parts += ["--paper-eps", ",".join(format_eps(e) for e in cfg.paper_eps)]
+    if cfg.aa_threats != STANDARD_THREATS and "autoattack" in metrics:
+        parts += ["--aa-threats", ",".join(f"{nm}:{format_eps(e)}" for nm, e in cfg.aa_threats)]
+    if "autoattack" in metrics and cfg.aa_mode != "auto":
         parts += ["--aa-full"]
-    if "autoattack" in metrics and aa_cert_sample != 32:
-        parts += ["--aa-cert-sample", str(aa_cert_sample)]
+    if "autoattack" in metrics and cfg.aa_cert_sample != 32:
+        parts += ["--aa-cert-sample", str(cfg.aa_cert_sample)]
     return " ".join(shlex.quote(p) for p in parts)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Everything :func:`evaluate` was asked for, resolved: the settings that define the numbers (set,
+    metrics, radii, threats, seed, batch size), the files, and where and when the run happens.
+
+    ``metrics`` starts with ``'clean'`` and has no duplicates; ``aa_threats`` defaults to
+    ``STANDARD_THREATS``; ``world``/``rank`` are ``torchrun``'s (1/0 without it); ``t0`` and ``started`` are
+    when :func:`evaluate` was called (the result's wall time and start date)."""
+
+    dataset: str | EvalData
+    split: str
+    data_dir: str | os.PathLike | None
+    n: int | None
+    metrics: tuple[str, ...]
+    cert_eps: tuple[float, ...]
+    paper_eps: tuple[float, ...]
+    aa_threats: tuple[tuple[str, float], ...]
+    aa_mode: str
+    aa_cert_sample: int
+    batch_size: int
+    seed: int
+    out: str | os.PathLike | None
+    state_dir: str | os.PathLike | None
+    restart: bool
+    max_batches: int | None
+    progress: bool
+    device: torch.device
+    world: int
+    rank: int
+    t0: float
+    started: str
 
 
 def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real", *, split: str = "test",
@@ -286,21 +320,23 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     ``max_batches`` stops after that many newly computed batches (per process) and returns ``None``,
     leaving the state to resume from. Per-example outcomes go to ``<out stem>.examples.json``; the
     returned record also carries them under ``'_examples'`` (not written into the result file).
+    The arguments, resolved, become an :class:`EvalConfig` for the steps of the run.
     """
-    from ..data import load_dataset
-    from .attacks import STANDARD_THREATS
-
     t0 = time.time()
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    metrics = list(dict.fromkeys(["clean", *metrics]))
+    metrics = tuple(dict.fromkeys(["clean", *metrics]))
     metric_objs = [get_metric(m) for m in metrics]
-    aa_threats = tuple(aa_threats) if aa_threats is not None else STANDARD_THREATS
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
 
     info = distributed.env_info()
-    world, rank = info.world, info.rank
     dev = resolve_device(device, info.local_rank)
+    cfg = EvalConfig(dataset=dataset, split=split, data_dir=data_dir, n=n, metrics=metrics, cert_eps=tuple(cert_eps),
+                     paper_eps=tuple(paper_eps),
+                     aa_threats=tuple(aa_threats) if aa_threats is not None else STANDARD_THREATS,
+                     aa_mode=aa_mode, aa_cert_sample=aa_cert_sample, batch_size=batch_size, seed=seed, out=out,
+                     state_dir=state_dir, restart=restart, max_batches=max_batches, progress=progress, device=dev,
+                     world=info.world, rank=info.rank, t0=t0, started=started)
     own_dist = info.enabled and not distributed.is_initialized()  # leave a caller's process group alone
     if own_dist:
         distributed.setup(dev)
@@ -315,10 +351,7 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     for p in model.parameters():
         p.requires_grad_(False)
     try:
-        return _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, tuple(cert_eps),
-                         tuple(paper_eps), aa_threats, dev, batch_size, seed, out, state_dir, restart, max_batches,
-                         progress, world, rank, t0, started, load_dataset, aa_mode=aa_mode,
-                         aa_cert_sample=aa_cert_sample)
+        return _evaluate(model, ident, metric_objs, cfg)
     finally:
         for p, g in zip(model.parameters(), grads):
             p.requires_grad_(g)
@@ -326,105 +359,170 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
             distributed.teardown(info)
 
 
-def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, cert_eps, paper_eps, aa_threats,
-              dev, batch_size, seed, out, state_dir, restart, max_batches, progress, world, rank, t0, started,
-              load_dataset, *, aa_mode="auto", aa_cert_sample=32):
-    from ..data import EvalData
+@dataclass
+class _EvalRun:
+    """What the steps of one evaluation share: the model, the data and the metrics set up on them."""
 
+    cfg: EvalConfig
+    model: nn.Module
+    ident: dict[str, Any]
+    metric_objs: list
+    data: EvalData
+    dataset: str  # the set's name
+    dtype: torch.dtype
+    certifier: Certifier
+    input_dim: int
+    ctx: MetricContext
+    records: dict[str, Any]  # each metric's setup record, for its summary
+    columns: list[Column]
+
+    @property
+    def n(self) -> int:
+        return len(self.data)
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(self.n / self.cfg.batch_size)
+
+    def batch_range(self, b: int) -> tuple[int, int]:
+        return b * self.cfg.batch_size, min((b + 1) * self.cfg.batch_size, self.n)
+
+
+def _evaluate(model: nn.Module, ident: dict[str, Any], metric_objs: list, cfg: EvalConfig) -> dict[str, Any] | None:
+    """The run, in steps: data and metrics, the run's fingerprint and state folder, the batches (this
+    process's share, skipping those saved), the merge, then (all batches done) the cross-checks, the result
+    record and its files. ``None`` while batches remain."""
+    run = _setup_run(model, ident, metric_objs, cfg)
+    params_sha = _parameters_sha256(model)
+    config, fingerprint = _run_config(run, params_sha)
+    state_dir = _state_dir(run, fingerprint)
+    _prepare_state(state_dir, config, fingerprint, cfg.restart, cfg.rank, cfg.world)
+    upfront = [m for m in metric_objs if m.needs_certificates_upfront]
+    if upfront:
+        _certify_upfront(run, upfront)
+    done = _run_batches(run, state_dir)
+    done = _gather_batches(run, done)
+    if done is None:
+        return None
+    result, examples = _result_record(run, done, params_sha, fingerprint)
+    _write_result(run, result, examples, state_dir)
+    result["_examples"] = examples
+    return result
+
+
+def _setup_run(model: nn.Module, ident: dict[str, Any], metric_objs: list, cfg: EvalConfig) -> _EvalRun:
+    """Load the data (an in-memory :class:`EvalData` or a set by name), check the classes, set up the metrics."""
+    dataset = cfg.dataset
     if isinstance(dataset, EvalData):
-        data = dataset if n is None else dataset.subset(n)
+        data = dataset if cfg.n is None else dataset.subset(cfg.n)
         dataset = data.name
     else:
-        data = load_dataset(dataset, split, data_dir=data_dir, n=n)
-    split = data.split
+        data = load_dataset(dataset, cfg.split, data_dir=cfg.data_dir, n=cfg.n)
     num_classes = getattr(model, "num_classes", None)
     if num_classes is not None and num_classes != data.num_classes:
         raise ValueError(f"{ident['name']} has {num_classes} classes but {dataset} has {data.num_classes}")
-    n = len(data)
     dtype = next(iter(model.parameters()), torch.zeros(())).dtype
     certifier = Certifier(model)
     input_dim = int(np.prod(data.x.shape[1:]))
-    ctx = MetricContext(model=model, device=dev, dtype=dtype, seed=seed, num_classes=data.num_classes,
-                        input_dim=input_dim, cert_eps=cert_eps, paper_eps=paper_eps, aa_threats=aa_threats,
-                        bound_info=certifier.info, aa_mode=aa_mode, aa_cert_sample=aa_cert_sample)
+    ctx = MetricContext(model=model, device=cfg.device, dtype=dtype, seed=cfg.seed, num_classes=data.num_classes,
+                        input_dim=input_dim, cert_eps=cfg.cert_eps, paper_eps=cfg.paper_eps,
+                        aa_threats=cfg.aa_threats, bound_info=certifier.info, aa_mode=cfg.aa_mode,
+                        aa_cert_sample=cfg.aa_cert_sample)
     records = {m.name: m.setup(ctx) for m in metric_objs}
     columns = [c for m in metric_objs for c in m.columns(ctx)]
+    return _EvalRun(cfg, model, ident, metric_objs, data, dataset, dtype, certifier, input_dim, ctx, records,
+                    columns)
 
-    params_sha = _parameters_sha256(model)
-    config = {"model": ident["name"], "parameters_sha256": params_sha, "dataset": dataset, "split": split, "n": n,
-              "data_md5": data.info.get("md5"), "metrics": metrics, "cert_eps": list(cert_eps),
-              "paper_eps": list(paper_eps), "aa_threats": [list(t) for t in aa_threats], "seed": seed,
-              "batch_size": batch_size, "dtype": str(dtype)}
-    if "autoattack" in metrics:  # only then, so that the fingerprints of other results stay as they were
-        config["aa_mode"], config["aa_cert_sample"] = aa_mode, aa_cert_sample
-    fingerprint = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
-    stem = result_stem(ident["name"], dataset, metrics)
-    if state_dir is None:
-        if out is not None:
-            state_dir = Path(str(out) + ".partial")
-        else:
-            cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-            state_dir = Path(cache) / "dsnet_zoo" / "eval-state" / f"{stem}-{fingerprint}"
-    state_dir = Path(state_dir)
-    _prepare_state(state_dir, config, fingerprint, restart, rank, world)
+def _run_config(run: _EvalRun, params_sha: str) -> tuple[dict[str, Any], str]:
+    """The settings that define the outcomes, and their fingerprint (a saved state must match it)."""
+    cfg = run.cfg
+    config = {"model": run.ident["name"], "parameters_sha256": params_sha, "dataset": run.dataset,
+              "split": run.data.split, "n": run.n, "data_md5": run.data.info.get("md5"), "metrics": list(cfg.metrics),
+              "cert_eps": list(cfg.cert_eps), "paper_eps": list(cfg.paper_eps),
+              "aa_threats": [list(t) for t in cfg.aa_threats], "seed": cfg.seed, "batch_size": cfg.batch_size,
+              "dtype": str(run.dtype)}
+    if "autoattack" in cfg.metrics:  # only then, so that the fingerprints of other results stay as they were
+        config["aa_mode"], config["aa_cert_sample"] = cfg.aa_mode, cfg.aa_cert_sample
+    return config, hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
-    n_batches = math.ceil(n / batch_size)
-    upfront = [m for m in metric_objs if m.needs_certificates_upfront]
-    if upfront:
-        # every example's certificate, in the run's own batches (the same arithmetic as below), so that a
-        # metric can choose among all examples whatever the batch, process count or resumption
-        radius_all, correct_all = np.zeros(n), np.zeros(n, dtype=bool)
-        for b in range(n_batches):
-            lo, hi = b * batch_size, min((b + 1) * batch_size, n)
-            x, y = data.float_batch(lo, hi)
-            logits, radii = certifier.logits_and_radii(x.to(dev, dtype).contiguous(), y.to(dev))
-            radius_all[lo:hi] = radii["radius"].cpu().numpy()
-            correct_all[lo:hi] = (logits.argmax(1) == y.to(dev)).cpu().numpy()
-        for m in upfront:
-            m.prepare(ctx, radius_all, correct_all)
-    mine = [b for b in range(n_batches) if b % world == rank]
+
+def _state_dir(run: _EvalRun, fingerprint: str) -> Path:
+    """``<out>.partial/``, or a cache folder named by the run and its fingerprint when there is no ``out``."""
+    cfg = run.cfg
+    if cfg.state_dir is not None:
+        return Path(cfg.state_dir)
+    if cfg.out is not None:
+        return Path(str(cfg.out) + ".partial")
+    stem = result_stem(run.ident["name"], run.dataset, cfg.metrics)
+    cache = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
+    return Path(cache) / "dsnet_zoo" / "eval-state" / f"{stem}-{fingerprint}"
+
+
+def _certify_upfront(run: _EvalRun, upfront: list) -> None:
+    """Every example's certificate, in the run's own batches (the same arithmetic as :func:`_run_batches`), so
+    that a metric can choose among all examples whatever the batch, process count or resumption."""
+    dev = run.cfg.device
+    radius_all, correct_all = np.zeros(run.n), np.zeros(run.n, dtype=bool)
+    for b in range(run.n_batches):
+        lo, hi = run.batch_range(b)
+        x, y = run.data.float_batch(lo, hi)
+        logits, radii = run.certifier.logits_and_radii(x.to(dev, run.dtype).contiguous(), y.to(dev))
+        radius_all[lo:hi] = radii["radius"].cpu().numpy()
+        correct_all[lo:hi] = (logits.argmax(1) == y.to(dev)).cpu().numpy()
+    for m in upfront:
+        m.prepare(run.ctx, radius_all, correct_all)
+
+
+def _run_batches(run: _EvalRun, state_dir: Path) -> dict[int, dict[str, Any]]:
+    """This process's batches (``b = rank (mod world)``): those saved in ``state_dir`` are read back, the others
+    computed (at most ``max_batches`` now) and saved one by one."""
+    cfg = run.cfg
+    mine = [b for b in range(run.n_batches) if b % cfg.world == cfg.rank]
     done: dict[int, dict[str, Any]] = {}
     for b in mine:
         f = state_dir / f"batch_{b:06d}.json"
         if f.is_file():
             done[b] = json.loads(f.read_text())
     todo = [b for b in mine if b not in done]
-    if max_batches is not None:
-        todo_now = todo[:max_batches]
-    else:
-        todo_now = todo
+    todo_now = todo[:cfg.max_batches] if cfg.max_batches is not None else todo
 
     bar = None
-    if progress and rank == 0 and todo_now:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo_now), unit="batch", desc=f"{ident['name']} on {dataset}",
+    if cfg.progress and cfg.rank == 0 and todo_now:
+        bar = tqdm(total=len(todo_now), unit="batch", desc=f"{run.ident['name']} on {run.dataset}",
                    dynamic_ncols=True, file=sys.stderr)
     for b in todo_now:
-        tb = time.time()
-        lo, hi = b * batch_size, min((b + 1) * batch_size, n)
-        x, y = data.float_batch(lo, hi)
-        x = x.to(dev, dtype).contiguous()
-        y = y.to(dev)
-        logits, radii = certifier.logits_and_radii(x, y)
-        batch = Batch(index=b, seed=_batch_seed(seed, b), x=x, y=y, logits=logits, radii=radii, start=lo)
-        cols: dict[str, Any] = {}
-        for m in metric_objs:
-            cols.update(m.run_batch(ctx, batch))
-        rec = {"batch": b, "start": lo, "stop": hi, "time_s": time.time() - tb,
-               "columns": {k: _jsonable(np.asarray(v)) for k, v in cols.items()}}
+        rec = _run_batch(run, b)
         atomic_write_json(state_dir / f"batch_{b:06d}.json", rec)
         done[b] = json.loads(json.dumps(_jsonable(rec)))
         if bar is not None:
             bar.update(1)
     if bar is not None:
         bar.close()
+    return done
 
-    finished_here = all(b in done for b in mine)
+
+def _run_batch(run: _EvalRun, b: int) -> dict[str, Any]:
+    """Batch ``b``: logits and certificates, then every metric's columns, with the seconds it took."""
+    tb = time.time()
+    lo, hi = run.batch_range(b)
+    x, y = run.data.float_batch(lo, hi)
+    x = x.to(run.cfg.device, run.dtype).contiguous()
+    y = y.to(run.cfg.device)
+    logits, radii = run.certifier.logits_and_radii(x, y)
+    batch = Batch(index=b, seed=_batch_seed(run.cfg.seed, b), x=x, y=y, logits=logits, radii=radii, start=lo)
+    cols: dict[str, Any] = {}
+    for m in run.metric_objs:
+        cols.update(m.run_batch(run.ctx, batch))
+    return {"batch": b, "start": lo, "stop": hi, "time_s": time.time() - tb,
+            "columns": {k: _jsonable(np.asarray(v)) for k, v in cols.items()}}
+
+
+def _gather_batches(run: _EvalRun, done: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]] | None:
+    """Every process's batches (``all_gather_object`` under ``torchrun``), or ``None`` while some remain."""
+    world = run.cfg.world
+    finished_here = all(b in done for b in range(run.n_batches) if b % world == run.cfg.rank)
     if world > 1:
-        import torch.distributed as dist
-
         flags = [None] * world
         dist.all_gather_object(flags, finished_here)
         if not all(flags):
@@ -437,57 +535,64 @@ def _evaluate(model, ident, dataset, split, data_dir, n, metrics, metric_objs, c
         done = merged
     elif not finished_here:
         return None
-    if sorted(done) != list(range(n_batches)):
-        raise RuntimeError(f"batches missing after the merge: {sorted(set(range(n_batches)) - set(done))}")
+    if sorted(done) != list(range(run.n_batches)):
+        raise RuntimeError(f"batches missing after the merge: {sorted(set(range(run.n_batches)) - set(done))}")
+    return done
 
-    table = _merge_columns(done, n_batches, columns)
+
+def _result_record(run: _EvalRun, done: dict[int, dict[str, Any]], params_sha: str,
+                   fingerprint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cross-checked per-example table summarised into the result record, and the per-example record."""
+    cfg, ident, data, dataset = run.cfg, run.ident, run.data, run.dataset
+    table = _merge_columns(done, run.n_batches, run.columns)
     indices = data.indices.numpy()
-    checks = cross_check(table, columns, input_dim=input_dim, indices=indices)
+    checks = cross_check(table, run.columns, input_dim=run.input_dim, indices=indices)
 
-    metric_records = {m.name: m.summarize(ctx, table, records[m.name]) for m in metric_objs}
+    metric_records = {m.name: m.summarize(run.ctx, table, run.records[m.name]) for m in run.metric_objs}
     if "autoattack" in metric_records:
-        flags = [f for m in metric_objs if m.name == "autoattack" for f in getattr(m, "flags", [])]
+        flags = [f for m in run.metric_objs if m.name == "autoattack" for f in getattr(m, "flags", [])]
         metric_records["autoattack"]["flags"] = flags
     compute = sum(float(done[b]["time_s"]) for b in done)
-    wall = time.time() - t0
+    wall = time.time() - cfg.t0
     result = {
         "schema": SCHEMA,
         **{k: ident.get(k) for k in ("name", "model", "tag", "checkpoint", "source", "license", "trained_on")},
         "weights_sha256": ident.get("weights_sha256"),
         "weights_source": ident.get("weights_source"),
         "parameters_sha256": params_sha,
-        "num_params": int(sum(p.numel() for p in model.parameters())),
-        "dataset": {"name": dataset, "split": split, "n": n, "indices": _index_summary(indices),
+        "num_params": int(sum(p.numel() for p in run.model.parameters())),
+        "dataset": {"name": dataset, "split": data.split, "n": run.n, "indices": _index_summary(indices),
                     "num_classes": data.num_classes, **data.info},
-        "lipschitz": certifier.info,
+        "lipschitz": run.certifier.info,
         "metrics": metric_records,
         "cross_checks": checks,
-        "config": {"seed": seed, "batch_size": batch_size, "batch_seed": "seed * 1000003 + batch_index",
+        "config": {"seed": cfg.seed, "batch_size": cfg.batch_size, "batch_seed": "seed * 1000003 + batch_index",
                    "fingerprint": fingerprint},
-        "run": {"device": _describe_device(dev), "world_size": world, "wall_time_s": round(wall, 3),
-                "compute_time_s": round(compute, 3), "started": started,
+        "run": {"device": _describe_device(cfg.device), "world_size": cfg.world, "wall_time_s": round(wall, 3),
+                "compute_time_s": round(compute, 3), "started": cfg.started,
                 "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": _versions()},
-        "command": _reproduce_command(ident, dataset, split, n, metrics, cert_eps, paper_eps, aa_threats, seed,
-                                      batch_size, aa_mode, aa_cert_sample),
+        "command": _reproduce_command(ident, cfg, dataset, data.split, run.n),
     }
-    timings = {c.name for c in columns if c.kind == "seconds"}
-    examples = {"name": ident["name"], "dataset": dataset, "split": split, "index": indices,
+    timings = {c.name for c in run.columns if c.kind == "seconds"}
+    examples = {"name": ident["name"], "dataset": dataset, "split": data.split, "index": indices,
                 "label": data.y.numpy(), **{k: v for k, v in table.items() if k not in timings}}
-    if out is not None:
-        out = Path(out)
+    return result, examples
+
+
+def _write_result(run: _EvalRun, result: dict[str, Any], examples: dict[str, Any], state_dir: Path) -> None:
+    """``out`` and ``<out stem>.examples.json`` (rank 0), then the state folder is removed."""
+    cfg = run.cfg
+    if cfg.out is not None:
+        out = Path(cfg.out)
         result["examples_file"] = out.name[:-len(".json")] + ".examples.json" if out.name.endswith(".json") \
             else out.name + ".examples.json"
-        if rank == 0:
+        if cfg.rank == 0:
             atomic_write_json(out.parent / result["examples_file"], examples)
             atomic_write_json(out, result)
-    if world > 1:
-        import torch.distributed as dist
-
+    if cfg.world > 1:
         dist.barrier()
-    if rank == 0:
+    if cfg.rank == 0:
         shutil.rmtree(state_dir, ignore_errors=True)
-    result["_examples"] = examples
-    return result
 
 
 def _prepare_state(state_dir: Path, config: dict, fingerprint: str, restart: bool, rank: int, world: int) -> None:
@@ -504,8 +609,6 @@ def _prepare_state(state_dir: Path, config: dict, fingerprint: str, restart: boo
         else:
             atomic_write_json(cfg_file, {"fingerprint": fingerprint, "config": config})
     if world > 1:
-        import torch.distributed as dist
-
         dist.barrier()
 
 
