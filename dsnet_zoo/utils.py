@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -48,6 +50,41 @@ def _umask() -> int:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+_interrupted = False
+
+
+def _on_sigint(signum, frame) -> None:
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def remembered_interrupts() -> Iterator[None]:
+    """Ctrl-C inside the block raises ``KeyboardInterrupt`` as usual and is also remembered, so that
+    :func:`raise_if_interrupted` raises it again at the next safe point (a training step, an evaluation
+    batch). Python ignores an exception raised in a finaliser (``__del__``, weakref callbacks), so a
+    Ctrl-C that lands in one would otherwise be lost and a long run would go on. Only in the main thread
+    (the only one that receives signals); the previous handler is restored on exit."""
+    global _interrupted
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    _interrupted = False
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _interrupted = False
+
+
+def raise_if_interrupted() -> None:
+    """Raise ``KeyboardInterrupt`` if Ctrl-C was pressed inside :func:`remembered_interrupts`."""
+    if _interrupted:
+        raise KeyboardInterrupt
 
 
 def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> torch.device:

@@ -119,3 +119,28 @@ def test_ctrl_c_in_eval_keeps_the_finished_batches(tmp_path):
     # the rerun uses the kept batches (unchanged) and finishes
     subprocess.run(child, check=True, capture_output=True, text=True, timeout=300)
     assert out.is_file() and not state.exists()
+
+
+class _InterruptedInFinaliser:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10_000):  # the handler runs here, inside __del__, where Python ignores what it raises
+            pass
+
+
+def test_a_ctrl_c_that_a_finaliser_swallows_still_stops_the_run(monkeypatch):
+    from dsnet_zoo.utils import raise_if_interrupted, remembered_interrupts
+
+    ignored = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(u.exc_type))
+    # the failure this guards against: with Python's own handler the Ctrl-C is gone once the finaliser returns
+    _InterruptedInFinaliser()
+    assert ignored == [KeyboardInterrupt]
+    raise_if_interrupted()  # nothing remembered outside the guard
+    with remembered_interrupts():
+        _InterruptedInFinaliser()
+        assert ignored == [KeyboardInterrupt] * 2
+        with pytest.raises(KeyboardInterrupt):
+            raise_if_interrupted()  # what the training step and the evaluation batch loop call
+    raise_if_interrupted()  # forgotten once the guarded run is over
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

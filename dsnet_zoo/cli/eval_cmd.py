@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import sys
 
+from ..utils import remembered_interrupts
+
 EXIT_CROSS_CHECK = 3
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
@@ -80,11 +82,13 @@ def run(args) -> int:
     if args.aa_threats:
         kw["aa_threats"] = parse_threats(args.aa_threats)
     try:
-        result = evaluate(args.name, args.dataset, split=args.split, data_dir=args.data_dir, n=args.n,
-                          metrics=metrics, device=args.device, batch_size=args.batch_size, seed=args.seed,
-                          out=args.out, restart=args.restart, max_batches=args.max_batches,
-                          progress=not args.no_progress, arch=args.arch,
-                          aa_mode="full" if args.aa_full else "auto", aa_cert_sample=args.aa_cert_sample, **kw)
+        with remembered_interrupts():
+            result = evaluate(args.name, args.dataset, split=args.split, data_dir=args.data_dir, n=args.n,
+                              metrics=metrics, device=args.device, batch_size=args.batch_size, seed=args.seed,
+                              out=args.out, restart=args.restart, max_batches=args.max_batches,
+                              progress=not args.no_progress, arch=args.arch,
+                              aa_mode="full" if args.aa_full else "auto", aa_cert_sample=args.aa_cert_sample,
+                              **kw)
     except CrossCheckError as e:
         print(f"dsnet-zoo eval: CROSS-CHECK FAILED, no result written:\n{e}", file=sys.stderr)
         return EXIT_CROSS_CHECK

@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from ..utils import remembered_interrupts
+
 HYPER = ("dataset", "eval_dataset", "epochs", "batch_size", "lr", "seed", "tag", "train_limit", "eval_limit")
 
 
@@ -84,9 +86,10 @@ def run(args) -> int:
         print(recipe.to_json())
         return 0
     try:
-        result = train(recipe, args.out, data_dir=args.data_dir, device=args.device, resume=args.resume,
-                       progress=not args.no_progress, plot=not args.no_plot, base_cfg=cfg,
-                       hub_repo_id=args.repo_id or repo_id)
+        with remembered_interrupts():
+            result = train(recipe, args.out, data_dir=args.data_dir, device=args.device, resume=args.resume,
+                           progress=not args.no_progress, plot=not args.no_plot, base_cfg=cfg,
+                           hub_repo_id=args.repo_id or repo_id)
     except KeyboardInterrupt:
         # the checkpoint is rewritten atomically after each epoch, so the one on disk is whole
         ckpt = Path(args.out) / "checkpoint.pt"

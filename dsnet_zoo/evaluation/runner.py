@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from .._version import __version__
 from ..data import EvalData, load_dataset
-from ..utils import atomic_write_text, resolve_device
+from ..utils import atomic_write_text, raise_if_interrupted, resolve_device
 from .attacks import STANDARD_THREATS
 from .certify import Certifier
 from .metrics import (DEFAULT_CERT_EPS, DEFAULT_METRICS, PAPER_EPS, Batch, Column, CrossCheckError, MetricContext,
@@ -492,6 +492,7 @@ def _run_batches(run: _EvalRun, state_dir: Path) -> dict[int, dict[str, Any]]:
         bar = tqdm(total=len(todo_now), unit="batch", desc=f"{run.ident['name']} on {run.dataset}",
                    dynamic_ncols=True, file=sys.stderr)
     for b in todo_now:
+        raise_if_interrupted()  # a Ctrl-C that a finaliser swallowed still stops the run here
         rec = _run_batch(run, b)
         atomic_write_json(state_dir / f"batch_{b:06d}.json", rec)
         done[b] = json.loads(json.dumps(_jsonable(rec)))

@@ -48,7 +48,7 @@ from ..evaluation.certify import certified_radii
 from ..evaluation.metrics import DEFAULT_CERT_EPS
 from ..hub import WeightsCfg, write_hub_repo
 from ..layers.constrained_linear import load_normalizer_states, normalizer_states
-from ..utils import atomic_write_bytes, atomic_write_text, resolve_device
+from ..utils import atomic_write_bytes, atomic_write_text, raise_if_interrupted, resolve_device
 from .. import distributed as ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input
 from .losses import build_loss
@@ -553,6 +553,7 @@ def _train_one_epoch(run: _Run, epoch: int, bar) -> tuple[torch.Tensor, float]:
     for xb, yb in iterate_epoch(run.data_dev, run.recipe, epoch, run.step, run.dist.rank, run.dist.world, run.dev):
         if run.recipe.channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
+        raise_if_interrupted()  # a Ctrl-C that a finaliser swallowed still stops the run here
         if refresh is not None:
             refresh()
         out_b, loss = _train_step(run, xb, yb, epoch)
