@@ -13,6 +13,7 @@ are build outputs for local use: never commit or publish them.
 """
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any, Iterable
 
 import torch
 
+from ._api import create
 from .hub import WeightsCfg, WeightsError, load_into_model, sha256_file, write_hub_repo
 from .models import lipnet_paper as lp
 from .registry import get_pretrained_cfg
@@ -53,8 +55,6 @@ class PaperCheckpoint:
 
 def paper_checkpoints(filter: str | Iterable[str] = "") -> list[PaperCheckpoint]:
     """The nine released checkpoints, optionally filtered by shell patterns on ``arch.tag``."""
-    import fnmatch
-
     pats = [filter] if isinstance(filter, str) else list(filter)
     pats = [p for p in pats if p]
     out = []
@@ -86,8 +86,6 @@ def find_paper_dir(src: str | os.PathLike | None = None) -> Path:
 def load_paper_checkpoint(ckpt: PaperCheckpoint, src: str | os.PathLike | None = None, *,
                           verify_source: bool = True):
     """Our port of ``ckpt`` with the authors' weights loaded strictly from the original ``.pt`` file."""
-    from . import create
-
     path = find_paper_dir(src) / ckpt.filename
     if not path.is_file():
         raise WeightsError(f"missing paper checkpoint {path} (expected the released file {ckpt.filename})")

@@ -6,6 +6,7 @@ command resumes from its per-batch state (``FILE.json.partial/``).
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from ..utils import remembered_interrupts
@@ -102,8 +103,6 @@ def run(args) -> int:
         print("dsnet-zoo eval: stopped early (--max-batches); run the same command again to resume",
               file=sys.stderr)
         return 0
-    import os
-
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     result.pop("_examples", None)

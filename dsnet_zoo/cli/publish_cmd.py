@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 
@@ -30,8 +31,6 @@ def _read_json(path: str | None):
 
 
 def run(args) -> int:
-    from dataclasses import replace
-
     from .. import create
     from ..hub import WeightsCfg, load_into_model, load_state_dict_file, write_hub_repo
     from ..registry import arch_info, get_pretrained_cfgs, split_model_name

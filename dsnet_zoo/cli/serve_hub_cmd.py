@@ -1,6 +1,7 @@
 """``dsnet-zoo serve-hub DIR [--host 127.0.0.1] [--port N] [--quiet] [--fail-first N]``"""
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
 import threading
@@ -30,8 +31,6 @@ def add_parser(sub) -> None:
 
 
 def _port(text: str) -> int:
-    import argparse
-
     try:
         port = int(text)
     except ValueError:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hub.repo import arch_family, card_metadata, card_tags, eval_result, render_card
+from ..registry import UnknownModelError, get_pretrained_cfg
 from ..utils import atomic_write_text
 from .regression import REGRESSION_METRICS
 from .report import REGRESSION_COLUMNS, merge_results, table_order, threat_order
@@ -123,8 +124,6 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
 
 
 def _registered_cfg(name: str):
-    from ..registry import UnknownModelError, get_pretrained_cfg
-
     try:
         return get_pretrained_cfg(name)
     except UnknownModelError:

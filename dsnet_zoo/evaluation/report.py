@@ -19,7 +19,8 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable
 
-from .metrics import DEFAULT_CERT_EPS, format_eps
+from ..registry import UnknownModelError, arch_info, get_pretrained_cfg, split_model_name
+from .metrics import DEFAULT_CERT_EPS, format_eps, parse_eps
 from .regression import REGRESSION_METRICS
 from .runner import SCHEMA, atomic_write_text
 
@@ -336,8 +337,6 @@ def _values(row: dict[str, Any], metric: str, keys: Iterable[str], scale: float)
 
 
 def _registry_info(name: str) -> dict[str, Any]:
-    from ..registry import UnknownModelError, arch_info, get_pretrained_cfg, split_model_name
-
     try:
         cfg = get_pretrained_cfg(name)
         family = arch_info(split_model_name(name)[0]).get("family")
@@ -454,8 +453,6 @@ def plot_accuracy_vs_eps(results: list[dict[str, Any]], path: str | os.PathLike)
 
 
 def _eps_value(text: str) -> float:
-    from .metrics import parse_eps
-
     return parse_eps(text)
 
 

@@ -32,8 +32,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .. import distributed
+from .._api import create
 from .._version import __version__
 from ..data import EvalData, load_dataset
+from ..hub import read_hub_folder
+from ..registry import get_pretrained_cfg, split_model_name
 from ..utils import atomic_write_text, raise_if_interrupted, resolve_device
 from .attacks import STANDARD_THREATS
 from .certify import Certifier
@@ -118,10 +121,6 @@ def load_for_eval(name_or_path: str, *, arch: str | None = None) -> tuple[nn.Mod
     weights only once their sha256 is the one recorded there. A checkpoint file needs ``arch`` (then it is
     the caller's own file, loaded unchecked), or must be the weights file of the repo folder it lies in,
     which is then read as that folder."""
-    from .. import create
-    from ..hub import read_hub_folder
-    from ..registry import get_pretrained_cfg, split_model_name
-
     path = Path(name_or_path)
     if name_or_path.endswith(("/", os.sep)) or (path.is_dir() and (path / "config.json").is_file()):
         if not path.is_dir():

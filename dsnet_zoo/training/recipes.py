@@ -17,6 +17,8 @@ import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Mapping
 
+from ..registry import arch_info
+
 __all__ = ["Recipe", "RecipeError", "default_recipe", "FAMILY_DEFAULTS", "ARCH_DEFAULTS", "RECIPE_VERSION"]
 
 RECIPE_VERSION = 1
@@ -235,8 +237,6 @@ def default_recipe(arch: str, **overrides: Any) -> Recipe:
 
     The warm-up is ``min(family warm-up, epochs / 10)`` epochs unless given, so ``--epochs 1`` works.
     """
-    from ..registry import arch_info
-
     info = arch_info(arch)
     family = info["family"]
     if family not in FAMILY_DEFAULTS:
