@@ -67,9 +67,10 @@ def remembered_interrupts() -> Iterator[None]:
     :func:`raise_if_interrupted` raises it again at the next safe point (a training step, an evaluation
     batch). Python ignores an exception raised in a finaliser (``__del__``, weakref callbacks), so a
     Ctrl-C that lands in one would otherwise be lost and a long run would go on. Only in the main thread
-    (the only one that receives signals); the previous handler is restored on exit."""
+    (the only one that receives signals) and unless SIGINT is ignored; the previous handler is restored on exit."""
     global _interrupted
-    if threading.current_thread() is not threading.main_thread():
+    # a process started with SIGINT ignored (a non-interactive shell's `cmd &`) keeps ignoring it, as Python does
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         yield
         return
     previous = signal.signal(signal.SIGINT, _on_sigint)

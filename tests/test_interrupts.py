@@ -16,7 +16,8 @@ TESTS = Path(__file__).resolve().parent
 DATA = os.environ.get("DSNET_ZOO_DATA")
 
 TRAIN_CHILD = textwrap.dedent("""
-    import sys
+    import signal, sys
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, however pytest was started
     sys.path.insert(0, {tests!r})
     import train_helpers as th
     th.register()
@@ -29,7 +30,8 @@ TRAIN_CHILD = textwrap.dedent("""
 """)
 
 EVAL_CHILD = textwrap.dedent("""
-    import sys, time
+    import signal, sys, time
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, however pytest was started
     import torch
     import dsnet_zoo
     from dsnet_zoo.evaluation.reference import LinearReference
@@ -133,14 +135,26 @@ def test_a_ctrl_c_that_a_finaliser_swallows_still_stops_the_run(monkeypatch):
 
     ignored = []
     monkeypatch.setattr(sys, "unraisablehook", lambda u: ignored.append(u.exc_type))
-    # the failure this guards against: with Python's own handler the Ctrl-C is gone once the finaliser returns
-    _InterruptedInFinaliser()
-    assert ignored == [KeyboardInterrupt]
-    raise_if_interrupted()  # nothing remembered outside the guard
-    with remembered_interrupts():
+    # Python's own Ctrl-C handler, as in a terminal (a test runner started with `&` has SIGINT ignored)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        # the failure this guards against: with Python's handler the Ctrl-C is gone once the finaliser returns
         _InterruptedInFinaliser()
+        assert ignored == [KeyboardInterrupt]
+        raise_if_interrupted()  # nothing remembered outside the guard
+        with remembered_interrupts():
+            _InterruptedInFinaliser()
+            assert ignored == [KeyboardInterrupt] * 2
+            with pytest.raises(KeyboardInterrupt):
+                raise_if_interrupted()  # what the training step and the evaluation batch loop call
+        raise_if_interrupted()  # forgotten once the guarded run is over
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        # a process started with SIGINT ignored keeps ignoring it, as Python itself does
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with remembered_interrupts():
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            _InterruptedInFinaliser()
+            raise_if_interrupted()
         assert ignored == [KeyboardInterrupt] * 2
-        with pytest.raises(KeyboardInterrupt):
-            raise_if_interrupted()  # what the training step and the evaluation batch loop call
-    raise_if_interrupted()  # forgotten once the guarded run is over
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
