@@ -4,7 +4,7 @@ For every family registered (LipNet, HamNet, VPNet, MassNet) it builds the zoo m
 *unconstrained twin*, then times full training steps (forward, loss, backward, SGD step)
 alternately on the two, in one process, so the ratio is measured under the same load:
 
-- LipNet (layers with ``_compute_weight``, the constrained maps of :mod:`dsnet_zoo.layers.lipschitz`):
+- LipNet (layers with ``_compute_weight``, the constrained maps of :mod:`dsnet_zoo.layers.constrained_linear`):
   every gradient step ``x - h A^T relu(A x + b)`` and every constrained lift/head run with the raw
   weight and a free step size: the same convolutions, no norm bounds, no normalisation. (Switching
   off the layers' ``normalize`` flag is not a fair twin: the steps then bound ``A`` exactly at

@@ -16,7 +16,7 @@ from ._api import create
 from .hub.repo import read_hub_folder
 from .hub.weights import WeightsCfg
 from .layers.hamiltonian import HamiltonianBlock
-from .layers.lipschitz import CachedModule
+from .layers.caching import CachedModule
 from .layers.volume import VolumePreservingBlock
 from .models.lipnet_paper import PaperBlock
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from dsnet_zoo.layers.lipschitz import operator_norm_bound
+from dsnet_zoo.layers.norm_bounds import operator_norm_bound
 import torch.nn.functional as F
 
 import dsnet_zoo
@@ -172,7 +172,7 @@ def test_conv_norm_upper_bound_dominates_exact_norm(shape, n):
         exact = float(torch.linalg.matrix_norm(_full_conv_matrix(w, n), ord=2))
         bound = conv_norm_upper_bound(w, n)
         assert bound >= exact * (1 - 1e-12)
-        # the only slack is the circulant embedding on n + k - 1 (the grid dsnet_zoo.layers.lipschitz
+        # the only slack is the circulant embedding on n + k - 1 (the grid dsnet_zoo.layers.norm_bounds
         # uses): Gram iteration itself is tight
         m = n + shape[-1] - 1
         circ = float(torch.linalg.matrix_norm(_full_circular_matrix(w, m), ord=2))

@@ -42,7 +42,7 @@ from ..hub import WeightsCfg
 from ..hub.weights import PAPER_SOURCE
 from ..layers.functional import conv_op, gradient_step
 from ..layers.gradient_flow import contractive_factor
-from ..layers.lipschitz import operator_norm_bound
+from ..layers.norm_bounds import operator_norm_bound
 from ..registry import register_model
 from ._base import SequentialBlocksMixin, ZooClassifier
 from ._builder import build_model
@@ -83,7 +83,7 @@ _SLOPE = 0.5
 
 
 # ------------------------------------------------------------------------------------------------
-# certified operator norms: the zoo's own (dsnet_zoo.layers.lipschitz), Gram iteration per frequency
+# certified operator norms: the zoo's own (dsnet_zoo.layers.norm_bounds), Gram iteration per frequency
 
 
 def conv_norm_upper_bound(weight: torch.Tensor, input_hw: tuple[int, int] | int) -> float:
@@ -91,7 +91,7 @@ def conv_norm_upper_bound(weight: torch.Tensor, input_hw: tuple[int, int] | int)
     square ``input_hw`` inputs (bias excluded): the zero-padded convolution is a restriction of a
     circular one on a grid large enough that no tap wraps onto a non-zero value, whose norm is the
     max over frequencies of sigma_1 of the transformed kernel, each bounded by Gram iteration
-    (see :func:`dsnet_zoo.layers.lipschitz.singular_value_bounds`)."""
+    (see :func:`dsnet_zoo.layers.norm_bounds.singular_value_bounds`)."""
     if weight.dim() != 4 or weight.shape[-1] != weight.shape[-2] or weight.shape[-1] % 2 != 1:
         raise ValueError(f"expected a square odd-sized conv kernel [C_out, C_in, k, k], got {tuple(weight.shape)}")
     h, w = (input_hw, input_hw) if isinstance(input_hw, int) else tuple(input_hw)
