@@ -473,6 +473,9 @@ def _pool(model: nn.Module, b: _Builder) -> None:
         b.add("flatten", nn.Flatten(1))
     elif pool == "avg":
         b.add("pool", MeanPool())
+    elif pool == "max":
+        b.add("pool", nn.AdaptiveMaxPool2d(1))
+        b.add("flatten", nn.Flatten(1))
     elif pool != "":
         raise TypeError(f"cannot export global_pool={pool!r}")
 
@@ -561,18 +564,20 @@ def _structure_block(name: str, blk: nn.Module, b: _Builder) -> None:
     elif isinstance(blk, VolumePreservingBlock):
         op_v, op_x = _plain_linear(blk.weight_v, blk.bias_v), _plain_linear(blk.weight_x, blk.bias_x)
         b.add(name, VolumeShearStep(op_v, op_x, _act_module(blk.act), blk.step))
-    elif isinstance(blk, nn.Conv2d):
-        b.add(name, copy.deepcopy(blk))
     else:
         raise TypeError(f"cannot export {type(blk).__name__} ({name})")
 
 
 def _structured(model: StructuredStageNet, b: _Builder) -> None:
     b.add("normalize", Normalize(model.mean, model.std))
-    b.add("stem", copy.deepcopy(model.stem))
     for i, stage in enumerate(model.stages):
-        for j, blk in enumerate(stage):
-            _structure_block(f"stages.{i}.{j}", blk, b)
+        b.add(f"stages.{i}.unshuffle", nn.PixelUnshuffle(2))
+        lift = nn.Conv2d(stage.lift.in_channels, stage.lift.out_channels, 1, bias=False)
+        lift.weight = nn.Parameter(stage.lift.weight.detach().clone())
+        b.add(f"stages.{i}.lift", lift)
+        b.add(f"stages.{i}.norm", copy.deepcopy(stage.norm))
+        for j, blk in enumerate(stage.blocks()):
+            _structure_block(f"stages.{i}.block{j}", blk, b)
     _pool(model, b)
 
 

@@ -15,9 +15,13 @@ Claims and how they are measured (all on a float64 deep copy of the model, in ev
   ``max|block.inverse(block(x)) - x|`` (any block with ``inverse``); ``conserved_sum`` the relative
   error ``|sum f(x) - sum x| / max(sum|x|, sum|f(x)|)`` per sample (kind ``mass``); ``norm`` ``| ||f(x)|| - ||x|| | /
   ||x||`` (kind ``sphere``).
+- ``model_inverse`` (models with ``inverse(features)``, the exactly invertible feature extractors of hamnet
+  and vpnet): the largest relative reconstruction error ``||inverse(forward_features(x)) - x|| / ||x||`` over
+  images ``x``: real test images when given (``images=``; the CLI's ``--images N``), else seeded random ones.
 
 Tolerances (float64): symplectic and volume ``1e-10 * max(1, max|J|)^2`` (rounding grows with the
-size of the entries), inverse ``1e-10 * max(1, max|x|, max|f(x)|)``, conserved sum and norm ``1e-12``.
+size of the entries), inverse ``1e-10 * max(1, max|x|, max|f(x)|)``, conserved sum and norm ``1e-12``,
+model inverse ``1e-10`` (relative).
 A claim that does not apply to a model is reported as "n/a".
 
 The block protocol: ``model.structure_blocks()`` returns ``(name, block, kind)`` tuples with
@@ -39,10 +43,11 @@ from .layers.diagnostics import empirical_lipschitz
 
 __all__ = ["ClaimResult", "VerifyReport", "verify_model", "random_pairs", "block_jacobian",
            "symplectic_error", "volume_error", "inverse_error", "conserved_sum_error", "norm_error",
+           "reconstruction_error",
            "TOLERANCES", "CLAIMS"]
 
 TOLERANCES = {"symplectic": 1e-10, "volume": 1e-10, "inverse": 1e-10, "conserved_sum": 1e-12, "norm": 1e-12,
-              "lipschitz_rel": 1e-6}
+              "model_inverse": 1e-10, "lipschitz_rel": 1e-6}
 
 # claim key -> human label, in report order
 CLAIMS = {
@@ -53,6 +58,7 @@ CLAIMS = {
     "symplectic": "symplecticity error max|J^T Omega J - Omega|",
     "volume": "volume error |log|det J||",
     "inverse": "inverse error max|f^-1(f(x)) - x|",
+    "model_inverse": "image reconstruction |inverse(features) - x| / |x|",
     "conserved_sum": "conserved-sum error (relative)",
     "norm": "norm error (relative, sphere)",
 }
@@ -138,6 +144,15 @@ def inverse_error(block: nn.Module, x: torch.Tensor) -> tuple[float, float]:
     return err, max(1.0, x.abs().max().item(), y.abs().max().item())
 
 
+def reconstruction_error(model: nn.Module, x: torch.Tensor) -> float:
+    """The largest relative error ``||model.inverse(model.forward_features(x_i)) - x_i|| / ||x_i||`` over the
+    images ``x_i`` (in ``x``'s dtype; eval mode)."""
+    with torch.no_grad():
+        rec = model.inverse(model.forward_features(x))
+    err = (rec - x).flatten(1).norm(dim=1) / x.flatten(1).norm(dim=1).clamp_min(torch.finfo(x.dtype).tiny)
+    return err.max().item()
+
+
 def conserved_sum_error(block: nn.Module, x: torch.Tensor) -> float:
     """Worst per-sample ``|sum f(x) - sum x| / max(sum|x|, sum|f(x)|)`` (rounding of the sums
     scales with the larger of the two masses)."""
@@ -214,11 +229,14 @@ def _lipschitz_claims(model: nn.Module, claims: dict[str, ClaimResult], *, prefi
 
 def verify_model(model: nn.Module, name: str = "", *, spatial: int = 4, seed: int = 0, pairs: int = 8,
                  steps: int = 100, input_size: Sequence[int] | None = None,
-                 blocks: Sequence[tuple[str, nn.Module, str]] | None = None) -> VerifyReport:
+                 blocks: Sequence[tuple[str, nn.Module, str]] | None = None,
+                 images: torch.Tensor | None = None, images_label: str = "") -> VerifyReport:
     """Measure every claim of ``model`` (see the module doc) and return a :class:`VerifyReport`.
 
     ``blocks`` overrides ``model.structure_blocks()``; ``spatial`` is the side of the random inputs
     given to conv blocks; ``pairs`` and ``steps`` set the gradient ascent of the Lipschitz ratio.
+    ``images`` (float, in [0, 1]) are the inputs of the model-inverse claim, ``images_label`` says what they
+    are; without them 4 seeded random images are used.
     """
     claims = {k: ClaimResult(k, label) for k, label in CLAIMS.items()}
     model64 = copy.deepcopy(model).double().eval()
@@ -261,6 +279,17 @@ def verify_model(model: nn.Module, name: str = "", *, spatial: int = 4, seed: in
             if hasattr(block, "inverse"):
                 err, scale = inverse_error(block, x)
                 _record(claims["inverse"], bname, err, TOLERANCES["inverse"] * scale)
+
+    if hasattr(model64, "inverse") and hasattr(model64, "forward_features"):
+        if images is None:
+            x = torch.rand((4, *_input_size(model, input_size)), dtype=torch.float64, generator=gen)
+            images_label = "4 random images"
+        else:
+            x = images.to(torch.float64)
+            images_label = images_label or f"{len(x)} given images"
+        claim = claims["model_inverse"]
+        _record(claim, "model", reconstruction_error(model64, x), TOLERANCES["model_inverse"])
+        claim.detail = images_label
 
     settings = {"dtype": "float64", "spatial": spatial, "seed": seed, "pairs": pairs, "steps": steps,
                 "blocks": len(blocks)}

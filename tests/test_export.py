@@ -36,10 +36,10 @@ SMALL = {
     "lipnet_paper_ne_cifar10": dict(widths=(4, 6, 8)),
     "lipnet_paper_switch_flexible_cifar10": dict(widths=(4, 6, 8)),
     "lipnet_paper_switch_prescribed_cifar10": dict(widths=(4, 6, 8)),
-    "hamnet_cifar10": dict(widths=(8, 12), depths=(1, 2)),
-    "hamnet_cifar100": dict(widths=(8, 12), depths=(1, 2)),
-    "vpnet_cifar10": dict(widths=(8, 12), depths=(1, 2)),
-    "vpnet_cifar100": dict(widths=(8, 12), depths=(1, 2)),
+    "hamnet_cifar10": dict(widths=(12, 48), depths=(1, 2)),
+    "hamnet_cifar100": dict(widths=(12, 48), depths=(1, 2)),
+    "vpnet_cifar10": dict(widths=(12, 48), depths=(1, 2)),
+    "vpnet_cifar100": dict(widths=(12, 48), depths=(1, 2)),
     "massnet_sir": {},
 }
 # configurations the registered names do not reach: flexible switching pairs, a row-normalised head and

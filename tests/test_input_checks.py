@@ -134,7 +134,7 @@ def test_images_and_small_perturbations_pass(models, cls):
 
 def test_a_model_runs_on_accepted_inputs_and_refuses_before_computing():
     """The check is the first thing forward does: a refused input costs one reduction."""
-    m = HamNet(10, widths=(4, 8), depths=(1, 1)).eval()
+    m = HamNet(10, widths=(12, 48), depths=(1, 1)).eval()
     x = _images()
     with torch.no_grad():
         assert m(x).shape == (2, 10) and torch.isfinite(m(x)).all()
@@ -200,7 +200,7 @@ def test_fx_feature_extractor_of_a_whole_model_keeps_the_check():
     from timm.models import get_notrace_functions, get_notrace_modules
     from torchvision.models.feature_extraction import create_feature_extractor
 
-    m = HamNet(10, widths=(4, 8), depths=(1, 1)).eval()
+    m = HamNet(10, widths=(12, 48), depths=(1, 1)).eval()
     fx = create_feature_extractor(m, return_nodes=["head"], tracer_kwargs=dict(
         leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions()))
     x = _images()

@@ -337,15 +337,18 @@ def test_pretrained_cfg_overlay_file_loads_that_file(tmp_path):
 
 
 def test_features_only_is_timms_feature_getter():
-    features = timm.create_model("vpnet_cifar10", features_only=True, out_indices=(1, 2)).eval()
-    assert features.feature_info.channels() == [128, 256] and features.feature_info.reduction() == [2, 4]
+    features = timm.create_model("vpnet_cifar10", features_only=True, out_indices=(0,)).eval()
+    assert features.feature_info.channels() == [64] and features.feature_info.reduction() == [2]
+    # pruned after the first block
+    assert len(features.model.stages) == 1 and len(features.model.stages[0].blocks()) == 1
     assert "num_classes" not in features.pretrained_cfg and list(features.pretrained_cfg["input_size"]) == [3, 32, 32]
     model = timm.create_model("vpnet_cifar10").eval()
     model.load_state_dict(features.model.state_dict(), strict=False)  # the pruned model keeps the first stages
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         got = features(x)
-        want = model.forward_intermediates(x, indices=(1, 2), intermediates_only=True)
+        want = model.forward_intermediates(x, indices=(0,), intermediates_only=True)
+    assert len(got) == len(want) == 1
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
     with pytest.raises(ValueError, match="feature_cls='getter'"):
@@ -357,17 +360,17 @@ def test_grad_checkpointing_gives_the_same_gradients_or_is_refused():
     from dsnet_zoo.models.lipnet import LipNet
 
     torch.manual_seed(0)
-    model = HamNet(10, widths=(4, 8), depths=(1, 1)).train()
+    model = HamNet(10, widths=(12, 48), depths=(1, 1)).train()
     x = torch.rand(2, 3, 32, 32)
     grads, calls = [], []
-    model.stages[0].register_forward_pre_hook(lambda *args: calls.append(1))
+    model.stages[0].block0.register_forward_pre_hook(lambda *args: calls.append(1))
     for enable in (False, True):
         model.set_grad_checkpointing(enable)
         model.zero_grad()
         calls.clear()
         model(x).square().sum().backward()
         grads.append([p.grad.clone() for p in model.parameters()])
-        assert len(calls) == (2 if enable else 1)  # checkpointed: the stage runs again in the backward pass
+        assert len(calls) == (2 if enable else 1)  # checkpointed: the unit runs again in the backward pass
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b)
     with pytest.raises(NotImplementedError, match="power-iteration normaliser"):

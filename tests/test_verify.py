@@ -93,8 +93,8 @@ def test_invalid_bound_fails():
 
 
 @pytest.mark.parametrize("name,kwargs,claims", [
-    ("hamnet_cifar10", dict(widths=(8, 16), depths=(1, 2)), {"symplectic", "inverse"}),
-    ("vpnet_cifar100", dict(widths=(8, 16), depths=(2, 1)), {"volume", "inverse"}),
+    ("hamnet_cifar10", dict(widths=(12, 48), depths=(1, 2)), {"symplectic", "inverse", "model_inverse"}),
+    ("vpnet_cifar100", dict(widths=(12, 48), depths=(2, 1)), {"volume", "inverse", "model_inverse"}),
     ("massnet_sir", {}, {"conserved_sum"}),
 ])
 def test_zoo_models_pass(name, kwargs, claims):
@@ -104,6 +104,38 @@ def test_zoo_models_pass(name, kwargs, claims):
     assert {k for k, c in report.claims.items() if c.applies} == claims
     for k in claims:
         assert report.claims[k].blocks and all(b["passed"] for b in report.claims[k].blocks)
+
+
+def test_model_inverse_on_real_images_and_a_wrong_inverse_caught(full_data_dir):
+    from dsnet_zoo.data import load_dataset
+
+    torch.manual_seed(0)
+    model = dsnet_zoo.create("vpnet_cifar10", widths=(12, 48), depths=(1, 1)).eval()
+    data = load_dataset("cifar10-full", "test", data_dir=full_data_dir, n=8)
+    x, _ = data.float_batch(0, 8)
+    report = verify_model(model, "vp", images=x, images_label=data.info["description"])
+    claim = report.claims["model_inverse"]
+    assert claim.passed and claim.value <= 1e-12 and "CIFAR-10 test" in claim.detail
+
+    class ForgetsTheNorm(type(model)):
+        """inverse() skips the last stage's batch norm: a wrong inverse once the norm is not the identity."""
+
+        def inverse(self, features):
+            stage = self.stages[-1]
+            y = features
+            for blk in reversed(stage.blocks()):
+                y = blk.inverse(y)
+            y = torch.nn.functional.pixel_shuffle(stage.lift.inverse(y), 2)
+            for st in reversed(list(self.stages)[:-1]):
+                y = st.inverse(y)
+            return y * self.std.to(y.dtype) + self.mean.to(y.dtype)
+
+    wrong = ForgetsTheNorm(10, widths=(12, 48), depths=(1, 1)).eval()
+    wrong.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        wrong.stages[-1].norm.running_var.fill_(4.0)
+    report = verify_model(wrong, "wrong", images=x)
+    assert report.claims["model_inverse"].passed is False and report.claims["model_inverse"].value > 1e-3
 
 
 # -- broken blocks: verify must catch each ---------------------------------------------------------

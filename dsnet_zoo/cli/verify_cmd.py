@@ -21,6 +21,12 @@ def add_parser(sub) -> None:
     p.add_argument("--pairs", type=int, default=8, help="pairs of images in the Lipschitz gradient ascent")
     p.add_argument("--steps", type=int, default=100, help="gradient-ascent steps for the Lipschitz ratio")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--images", type=int, default=0, metavar="N",
+                   help="invertible models: reconstruct the first N real test images of --dataset (default: 4 "
+                        "random images)")
+    p.add_argument("--dataset", default=None,
+                   help="the set of --images (default: the weights' dataset, else the model's CIFAR set)")
+    p.add_argument("--data-dir", default=None, help="where the datasets are (default: $DSNET_ZOO_DATA)")
     p.set_defaults(func=run)
 
 
@@ -30,15 +36,32 @@ def _fmt(v) -> str:
     return f"{v:.3e}" if isinstance(v, float) else str(v)
 
 
+def _image_set(model, dataset: str | None) -> str:
+    if dataset:
+        return dataset
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if cfg.get("dataset"):
+        return cfg["dataset"]
+    return "cifar100-full" if cfg.get("num_classes") == 100 else "cifar10-full"
+
+
 def run(args) -> int:
     from .. import create
+    from ..data import load_dataset
     from ..verify import verify_model
 
-    if args.spatial < 1 or args.pairs < 1 or args.steps < 1:
-        raise ValueError("--spatial, --pairs and --steps must be positive integers")
+    if args.spatial < 1 or args.pairs < 1 or args.steps < 1 or args.images < 0:
+        raise ValueError("--spatial, --pairs and --steps must be positive integers, --images >= 0")
     model = create(args.name, pretrained=args.pretrained, checkpoint_path=args.checkpoint)
+    images, label = None, ""
+    if args.images:
+        if not hasattr(model, "inverse"):
+            raise ValueError(f"--images: {args.name} has no inverse(); only invertible models reconstruct images")
+        data = load_dataset(_image_set(model, args.dataset), "test", data_dir=args.data_dir, n=args.images)
+        images, _ = data.float_batch(0, len(data))
+        label = data.info["description"]
     report = verify_model(model, args.name, spatial=args.spatial, seed=args.seed, pairs=args.pairs,
-                          steps=args.steps)
+                          steps=args.steps, images=images, images_label=label)
     weights = "pretrained weights" if args.pretrained else (args.checkpoint or "random weights")
     report.settings["weights"] = weights
     if args.json:
