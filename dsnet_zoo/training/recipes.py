@@ -200,11 +200,11 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
                    schedule="cosine", warmup_epochs=2.0, augment="crop_flip", ema=0.999),
     # hamnet / vpnet: the fast CPU path (bf16 autocast, channels_last) and airbench's short-schedule
     # choices: Nesterov SGD, 1-epoch warm-up then cosine, label smoothing, weight EMA, crop + flip.
-    "hamnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=26, batch_size=256,
+    "hamnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=18, batch_size=256,
                    lr=0.1, loss="ce", label_smoothing=0.1, optimizer="sgd", weight_decay=5e-4, schedule="cosine",
                    warmup_epochs=1.0, augment="crop_flip", ema=0.999, grad_clip=5.0, amp="bf16",
                    channels_last=True),
-    "vpnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=20, batch_size=256,
+    "vpnet": dict(dataset="cifar10-full", eval_dataset="cifar10-full", epochs=15, batch_size=256,
                   lr=0.1, loss="ce", label_smoothing=0.1, optimizer="sgd", weight_decay=5e-4, schedule="cosine",
                   warmup_epochs=1.0, augment="crop_flip", ema=0.999, grad_clip=5.0, amp="bf16",
                   channels_last=True),
