@@ -24,10 +24,14 @@ alternately on the two, in one process, so the ratio is measured under the same 
 - the flagship ``lipnet_cifar10`` (:class:`~dsnet_zoo.models.lipflow.LipFlowNet`) in the new path and its
   same-shape unconstrained twin (the issue's target: at most 1.25x the twin's step time).
 
+``--structured-paths`` does the same for HamNet and VPNet: each in float32 NCHW and in bf16 autocast with
+channels_last (the path of their recipes), against its twin.
+
 Usage (prints a Markdown table; ``--json`` writes the numbers too)::
 
     OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_train.py --device cpu --iters 5
     PYTHONPATH=. python benchmarks/bench_train.py --lipnet-paths --batch-size 256 --iters 20
+    OMP_NUM_THREADS=1 PYTHONPATH=. python benchmarks/bench_train.py --structured-paths --batch-size 256 --iters 5
     PYTHONPATH=. python benchmarks/bench_train.py --device cuda --amp bf16 --batch-size 256 --iters 50
 """
 from __future__ import annotations
@@ -235,10 +239,14 @@ def main(argv=None) -> int:
     p.add_argument("--json", help="also write the results to this JSON file")
     p.add_argument("--lipnet-paths", action="store_true",
                    help="the certified flagship's training path against the previous one (see the module doc)")
+    p.add_argument("--structured-paths", action="store_true",
+                   help="hamnet / vpnet in the float32 NCHW path and in the bf16 channels_last one (module doc)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     if args.lipnet_paths:
         return lipnet_paths(device, args)
+    if args.structured_paths:
+        return structured_paths(device, args)
     rows = []
     for family, arch in FAMILIES:
         if args.families and family not in args.families:
@@ -270,16 +278,30 @@ def lipnet_paths(device: torch.device, args) -> int:
     runs = [("paper layout, previous path (float32, NCHW)", "lipnet_conv_cifar10", "none", False, {}),
             ("paper layout, new path (bf16 autocast, channels_last)", "lipnet_conv_cifar10", "bf16", True, {}),
             ("flagship, new path (bf16 autocast, channels_last)", "lipnet_cifar10", "bf16", True, flagship_args)]
+    return _paths_table("Certified LipNet training step", runs, device, args)
+
+
+def structured_paths(device: torch.device, args) -> int:
+    """HamNet and VPNet (the registered layouts their weights train with) in the float32 NCHW path and in the
+    fast one (bf16 autocast, batch norms in float32, channels_last), each against its unconstrained twin."""
+    runs = [(f"{arch}, {path}", arch, amp, cl, {})
+            for arch in ("hamnet_cifar10", "vpnet_cifar10")
+            for path, amp, cl in (("float32, NCHW", "none", False), ("bf16 autocast, channels_last", "bf16", True))]
+    return _paths_table("HamNet / VPNet training step", runs, device, args, base_every=2)
+
+
+def _paths_table(title: str, runs: list, device: torch.device, args, base_every: int | None = None) -> int:
+    """One row per run; "vs previous path" compares with the first row (of each group of ``base_every``)."""
     rows = [{"what": what, **bench_family(arch, device, args.batch_size, args.iters, args.warmup, amp, cl, margs)}
             for what, arch, amp, cl, margs in runs]
-    base = rows[0]["model_per_s"]
     env = (f"device {device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), "
            f"torch {torch.__version__}, batch {args.batch_size}, median of {args.iters} alternating steps")
-    print(f"Certified LipNet training step, {env}\n")
+    print(f"{title}, {env}\n")
     print("| what | model | params | images/s | vs previous path | unconstrained twin images/s | "
           "step time / twin step time |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows:
+    for i, r in enumerate(rows):
+        base = rows[i - i % base_every if base_every else 0]["model_per_s"]
         print(f"| {r['what']} | {r['arch']} | {r['params']:,} | {r['model_per_s']:.0f} | "
               f"{r['model_per_s'] / base:.2f}x | {r['twin_per_s']:.0f} | {r['ratio'] ** -1:.2f} |")
     if args.json:
