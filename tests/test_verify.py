@@ -242,6 +242,16 @@ def test_cli_pass_text_and_json(capsys):
     assert data["claims"]["symplectic"]["applies"] is False
 
 
+def test_cli_images_reconstructs_real_test_images(full_data_dir, capsys):
+    torch.manual_seed(0)
+    assert _cli(["vpnet_cifar10", "--images", "4", "--data-dir", str(full_data_dir), "--spatial", "2", "--json"]) == 0
+    claim = json.loads(capsys.readouterr().out)["claims"]["model_inverse"]
+    assert claim["passed"] is True and claim["value"] <= 1e-12
+    assert "CIFAR-10 test, first 4 of 10,000 images" in claim["detail"]
+    with pytest.raises(ValueError, match="no inverse"):
+        _cli(["massnet_sir", "--images", "4"])
+
+
 def test_cli_exit_code_1_on_violation(monkeypatch, capsys):
     def broken_verify_test(pretrained=False, **kwargs):
         torch.manual_seed(0)
