@@ -140,10 +140,13 @@ def test_a_model_runs_on_accepted_inputs_and_refuses_before_computing():
         assert m(x).shape == (2, 10) and torch.isfinite(m(x)).all()
         assert m(x.clamp(0, 1) + 0.3).shape == (2, 10)
     calls = []
-    m.stem.register_forward_hook(lambda *a: calls.append(1))
+    m.stages[0].lift.register_forward_hook(lambda *a: calls.append(1))
     with pytest.raises(ValueError):
         m(x * 255)
     assert calls == []
+    with torch.no_grad():
+        m(x)
+    assert calls == [1]  # the hook sits on the first layer that computes
 
 
 def test_massnet_states():
