@@ -162,3 +162,16 @@ def test_reset_classifier_and_kwargs():
         dsnet_zoo.create("hamnet_cifar10", widths=(15,), depths=(1,))
     with pytest.raises(ValueError, match="injective"):
         dsnet_zoo.create("hamnet_cifar10", widths=(16, 32), depths=(1, 1))
+
+
+def test_max_pool_head_and_its_export():
+    from dsnet_zoo.export import export_plain
+
+    torch.manual_seed(0)
+    model = dsnet_zoo.create("hamnet_cifar10", widths=(16, 64), depths=(1, 1), global_pool="max").eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        torch.testing.assert_close(model(x), model.head(feats.amax(dim=(2, 3))))
+        assert not torch.allclose(model(x), model.head(feats.mean(dim=(2, 3))))
+        torch.testing.assert_close(export_plain(model)(x), model(x))

@@ -17,6 +17,19 @@ from .hamnet import CIFAR_MEAN, CIFAR_STD
 
 __all__ = ["HAMNET_CIFAR10_DEFAULT", "VPNET_CIFAR10_DEFAULT"]
 
+
+
+def _cifar10_cfg(arch: str, **fields) -> WeightsCfg:
+    """The fields both tags share: CIFAR-10 inputs in [0, 1] standardised inside the model, MIT weights of this
+    repository's hub folder ``hub/dsnet-zoo/<arch>``."""
+    return WeightsCfg(hf_hub_id=f"dsnet-zoo/{arch}", num_classes=10, input_size=(3, 32, 32), input_range=(0.0, 1.0),
+                      norm_mean=CIFAR_MEAN[10], norm_std=CIFAR_STD[10], dataset="cifar10-full", license="MIT",
+                      source="dsnet_zoo", origin=f"hub/dsnet-zoo/{arch} (this repository)", **fields)
+
+
+_HAMNET_ARGS = {"widths": [64, 256], "depths": [2, 4], "hidden_ratio": 0.5, "act": "silu", "step": 0.2}
+_VPNET_ARGS = {"widths": [64, 256], "depths": [4, 6], "act": "silu", "step": 0.2}
+
 _RECIPE_HAMNET_CIFAR10 = {
     "amp": "bf16",
     "augment": "crop_flip",
@@ -37,19 +50,7 @@ _RECIPE_HAMNET_CIFAR10 = {
     "lr": 0.1,
     "margin": 0.15,
     "model": "hamnet_cifar10",
-    "model_args": {
-        "act": "silu",
-        "depths": [
-            2,
-            4
-        ],
-        "hidden_ratio": 0.5,
-        "step": 0.2,
-        "widths": [
-            64,
-            256
-        ]
-    },
+    "model_args": _HAMNET_ARGS,
     "momentum": 0.9,
     "nesterov": True,
     "optimizer": "sgd",
@@ -65,22 +66,17 @@ _RECIPE_HAMNET_CIFAR10 = {
     "weight_decay": 0.0005
 }
 
-HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", WeightsCfg(
+HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _cifar10_cfg(
+    "hamnet_cifar10",
     tag='cpu_e18',
-    hf_hub_id="dsnet-zoo/hamnet_cifar10",
     sha256='1b1ccbe885f82197fa3148ea97429f8f7817061725f08cffb9409176a5d1dacd',
-    num_classes=10,
-    input_size=(3, 32, 32),
-    input_range=(0.0, 1.0),
-    norm_mean=CIFAR_MEAN[10],  # standardised inside the model
-    norm_std=CIFAR_STD[10],
-    dataset="cifar10-full",
     recipe=_RECIPE_HAMNET_CIFAR10,
-    model_args={"widths": [64, 256], "depths": [2, 4], "hidden_ratio": 0.5, "act": "silu", "step": 0.2},
-    license="MIT",
-    source="dsnet_zoo",
-    origin="hub/dsnet-zoo/hamnet_cifar10 (this repository)",
-    description=('HamNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, batch norms, 2 + 4 symplectic-Euler blocks at 16x16 / 8x8) and a pooled linear head; every block is symplectic for any weights. Trained 18 epochs on the real CIFAR-10 train split (cifar10-full: 49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.30 CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
+    model_args=_HAMNET_ARGS,
+    description=('HamNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
+                 'batch norms, 2 + 4 symplectic-Euler blocks at 16x16 / 8x8) and a pooled linear head; every block is '
+                 'symplectic for any weights. Trained 18 epochs on the real CIFAR-10 train split (cifar10-full: 49,904'
+                 ' of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.30 CPU-'
+                 'hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
     metrics={
         "cifar10-full": {
             "clean": 86.56
@@ -93,69 +89,21 @@ HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", WeightsCfg(
     num_params=1287184,
 ))
 
-_RECIPE_VPNET_CIFAR10 = {
-    "amp": "bf16",
-    "augment": "crop_flip",
-    "batch_size": 256,
-    "cert_eps": 0.1411764705882353,
-    "channels_last": True,
-    "data_seed": 0,
-    "dataset": "cifar10-full",
-    "dataset_args": {},
-    "ema": 0.999,
-    "epochs": 15,
-    "eval_dataset": "cifar10-full",
-    "eval_limit": 2000,
-    "eval_split": "test",
-    "grad_clip": 5.0,
-    "label_smoothing": 0.1,
-    "loss": "ce",
-    "lr": 0.1,
-    "margin": 0.15,
-    "model": "vpnet_cifar10",
-    "model_args": {
-        "act": "silu",
-        "depths": [
-            4,
-            6
-        ],
-        "step": 0.2,
-        "widths": [
-            64,
-            256
-        ]
-    },
-    "momentum": 0.9,
-    "nesterov": True,
-    "optimizer": "sgd",
-    "schedule": "cosine",
-    "seed": 0,
-    "tag": "cpu_e15",
-    "task": "classification",
-    "temperature": 1.0,
-    "train_limit": None,
-    "train_split": "train",
-    "version": 1,
-    "warmup_epochs": 1.0,
-    "weight_decay": 0.0005
-}
+# the VPNet recipe differs from the HamNet one only in these fields
+_RECIPE_VPNET_CIFAR10 = {**_RECIPE_HAMNET_CIFAR10, "model": "vpnet_cifar10", "epochs": 15, "tag": "cpu_e15",
+                         "model_args": _VPNET_ARGS}
 
-VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", WeightsCfg(
+VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _cifar10_cfg(
+    "vpnet_cifar10",
     tag='cpu_e15',
-    hf_hub_id="dsnet-zoo/vpnet_cifar10",
     sha256='c689ea1ff74ed22ab24877b1f9776ed9305edd07b682135d6d0aae1a4ba56522',
-    num_classes=10,
-    input_size=(3, 32, 32),
-    input_range=(0.0, 1.0),
-    norm_mean=CIFAR_MEAN[10],  # standardised inside the model
-    norm_std=CIFAR_STD[10],
-    dataset="cifar10-full",
     recipe=_RECIPE_VPNET_CIFAR10,
-    model_args={"widths": [64, 256], "depths": [4, 6], "act": "silu", "step": 0.2},
-    license="MIT",
-    source="dsnet_zoo",
-    origin="hub/dsnet-zoo/vpnet_cifar10 (this repository)",
-    description=('VPNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, batch norms, 4 + 6 volume-preserving blocks at 16x16 / 8x8) and a pooled linear head; every block has det J = 1 for any weights. Trained 15 epochs on the real CIFAR-10 train split (cifar10-full: 49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.29 CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
+    model_args=_VPNET_ARGS,
+    description=('VPNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
+                 'batch norms, 4 + 6 volume-preserving blocks at 16x16 / 8x8) and a pooled linear head; every block '
+                 'has det J = 1 for any weights. Trained 15 epochs on the real CIFAR-10 train split (cifar10-full: '
+                 '49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.29'
+                 ' CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
     metrics={
         "cifar10-full": {
             "clean": 88.09
