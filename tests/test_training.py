@@ -12,7 +12,7 @@ import train_helpers as th
 import dsnet_zoo
 from dsnet_zoo import registry
 from dsnet_zoo.cli import main as cli_main
-from dsnet_zoo.hub import sha256_file
+from dsnet_zoo.hub import load_state_dict_file, sha256_file
 from dsnet_zoo.training import (Recipe, RecipeError, TrainData, certified_cross_entropy, crop_flip, default_recipe,
                                 epoch_order, multiclass_hinge, train)
 from dsnet_zoo.training.data import global_batches
@@ -309,6 +309,77 @@ def test_bf16_autocast_training_keeps_float32_parameters(tmp_path):
     # bf16 changed the arithmetic: the run is not the float32 run
     ref = train(th.tiny_recipe(epochs=1, amp="none"), tmp_path / "fp32", device="cpu", progress=False, plot=False)
     assert any(not torch.equal(res.state[k], ref.state[k]) for k in ref.state)
+
+
+# -- warm restarts (init_from) --------------------------------------------------------------------------
+@pytest.fixture()
+def registered_base(tmp_path, monkeypatch):
+    """A finished tiny run registered as ``tinytrain_net.base``, its Hub folder in a weights dir."""
+    base = train(th.tiny_recipe(epochs=2, tag="base"), tmp_path / "base", progress=False, plot=False)
+    cfg = base.hub["cfg"]
+    repo = tmp_path / "weights" / cfg.hf_hub_id
+    repo.mkdir(parents=True)
+    (repo / cfg.filename).write_bytes((tmp_path / "base" / "hub" / cfg.filename).read_bytes())
+    monkeypatch.setenv("DSNET_ZOO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    registry.register_pretrained(th.ARCH, cfg)
+    yield base, repo / cfg.filename
+    registry._pretrained[th.ARCH].pop("base", None)
+
+
+def test_init_from_starts_from_the_registered_weights_and_resumes_bit_for_bit(tmp_path, registered_base):
+    _, weights_file = registered_base
+    shipped = load_state_dict_file(weights_file)  # the base run's exported (EMA) weights
+    warm = th.tiny_recipe(epochs=2, tag="warm", init_from=f"{th.ARCH}.base", lr=1e-9, weight_decay=0.0)
+    res = train(warm, tmp_path / "warm", progress=False, plot=False)
+    cold = train(warm.replace(init_from=None), tmp_path / "cold", progress=False, plot=False)
+    # with a negligible learning rate the warm run ends where it started, at the registered weights; the cold
+    # run (seeded initialisation, same recipe otherwise) does not
+    for k, v in shipped.items():
+        assert torch.allclose(res.state[k], v, atol=1e-6), k
+    assert any(not torch.allclose(cold.state[k], v, atol=1e-3) for k, v in shipped.items())
+    assert json.loads((tmp_path / "warm" / "recipe.json").read_text())["init_from"] == f"{th.ARCH}.base"
+    # a warm restart is a recipe like any other: interrupted and resumed, it ends bit for bit the same
+    again = th.tiny_recipe(epochs=2, tag="warm2", init_from=f"{th.ARCH}.base")
+    straight = train(again, tmp_path / "s", progress=False, plot=False)
+    train(again, tmp_path / "i", progress=False, plot=False, stop_after=1)
+    resumed = train(again, tmp_path / "i", resume=True, progress=False, plot=False)
+    assert straight.hub["sha256"] == resumed.hub["sha256"]
+    assert any(not torch.equal(straight.state[k], v) for k, v in shipped.items())
+
+
+def test_init_from_refuses_weights_that_fail_their_checksum_and_writes_nothing(tmp_path, registered_base):
+    _, weights_file = registered_base
+    data = bytearray(weights_file.read_bytes())
+    data[-1] ^= 1
+    weights_file.write_bytes(bytes(data))
+    from dsnet_zoo.hub import ChecksumError
+    with pytest.raises(ChecksumError):
+        train(th.tiny_recipe(tag="warm", init_from=f"{th.ARCH}.base"), tmp_path / "w", progress=False, plot=False)
+    assert not (tmp_path / "w").exists()
+
+
+def test_init_from_names_weights_of_the_same_architecture_under_another_tag():
+    with pytest.raises(RecipeError, match="same architecture"):
+        th.tiny_recipe(init_from="hamnet_cifar10.cpu_e18")
+    with pytest.raises(RecipeError, match="same architecture"):
+        th.tiny_recipe(init_from=th.ARCH)
+    with pytest.raises(RecipeError, match="another tag"):
+        th.tiny_recipe(tag="t", init_from=f"{th.ARCH}.t")
+    # absent while unset, so recipes recorded before the field read and print as they did
+    assert "init_from" not in th.tiny_recipe().to_dict()
+    r = th.tiny_recipe(init_from=f"{th.ARCH}.base")
+    assert r.to_dict()["init_from"] == f"{th.ARCH}.base" and Recipe.from_dict(r.to_dict()) == r
+    # an unregistered tag fails when the run starts, before anything is written
+    with pytest.raises(registry.UnknownModelError, match="nosuch"):
+        train(th.tiny_recipe(init_from=f"{th.ARCH}.nosuch"), "/nonexistent/never-written", progress=False,
+              plot=False)
+
+
+def test_cli_init_from_goes_into_the_recipe(capsys):
+    assert cli_main(["train", "hamnet_cifar10", "--out", "unused", "--init-from", "hamnet_cifar10.cpu_e18",
+                     "--tag", "warm", "--print-recipe"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["init_from"] == "hamnet_cifar10.cpu_e18" and printed["tag"] == "warm"
 
 
 # -- the command line ---------------------------------------------------------------------------------

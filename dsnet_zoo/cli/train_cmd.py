@@ -1,5 +1,5 @@
 """``dsnet-zoo train NAME[.TAG] --out DIR [--dataset D] [--epochs N] [--batch-size B] [--lr LR]
-[--device auto|cpu|cuda] [--data-dir DIR] [--resume] [--recipe FILE.json]``
+[--init-from NAME.TAG] [--device auto|cpu|cuda] [--data-dir DIR] [--resume] [--recipe FILE.json]``
 
 ``NAME.TAG`` reruns the recipe recorded with that tag's weights, exactly (no hyper-parameter
 options are accepted with it). ``NAME`` trains the family's default recipe with the options given.
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ..utils import remembered_interrupts
 
-HYPER = ("dataset", "eval_dataset", "epochs", "batch_size", "lr", "seed", "tag", "train_limit", "eval_limit")
+HYPER = ("dataset", "eval_dataset", "epochs", "batch_size", "lr", "seed", "tag", "train_limit", "eval_limit",
+         "init_from")
 
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
@@ -34,6 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--seed", type=int, help="seed of the initialisation and augmentation")
     p.add_argument("--tag", help="tag of the weights written to OUT/hub (default 'custom')")
+    p.add_argument("--init-from", metavar="ARCH.TAG",
+                   help="start from these registered pretrained weights of the same architecture (hash-checked) "
+                        "instead of the seeded initialisation: a warm restart with a fresh optimizer and schedule")
     p.add_argument("--repo-id", help="ORG/NAME recorded as the weights' Hub repo (default dsnet-zoo/ARCH-TAG)")
     p.add_argument("--recipe", help="JSON file with a full recipe (see --print-recipe)")
     p.add_argument("--data-dir", help="dataset root (default $DSNET_ZOO_DATA, else the user cache)")

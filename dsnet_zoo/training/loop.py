@@ -46,8 +46,9 @@ from tqdm.auto import tqdm
 from .._api import create
 from ..evaluation.certify import certified_radii
 from ..evaluation.metrics import DEFAULT_CERT_EPS
-from ..hub import WeightsCfg, write_hub_repo
+from ..hub import WeightsCfg, load_weights, write_hub_repo
 from ..layers.constrained_linear import load_normalizer_states, normalizer_states
+from ..registry import get_pretrained_cfg
 from ..utils import atomic_write_bytes, atomic_write_text, raise_if_interrupted, resolve_device
 from .. import distributed as ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input
@@ -440,6 +441,8 @@ def _build_model_and_data(cfg: TrainConfig) -> tuple[nn.Module, TrainData]:
     recipe = cfg.recipe
     _seed_all(recipe.seed)
     model = create(recipe.model, **dict(recipe.model_args))
+    if recipe.init_from:  # a warm restart: the tag's weights, hash-checked, replace the seeded initialisation
+        load_weights(model, get_pretrained_cfg(recipe.init_from, required=True))
     data = cfg.data if cfg.data is not None else load_train_data(recipe, cfg.data_dir)
     if data.task == "classification" and getattr(model, "num_classes", None) != data.num_classes:
         raise ValueError(f"{recipe.model} has {getattr(model, 'num_classes', None)} classes but "
@@ -486,9 +489,10 @@ def _resume(run: _Run) -> None:
             log(f"no checkpoint in {run.cfg.out_dir}: starting {recipe.model} from epoch 1")
         return
     state = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    if state["recipe"] != recipe.to_dict():
-        diff = sorted(k for k in set(state["recipe"]) | set(recipe.to_dict())
-                      if state["recipe"].get(k) != recipe.to_dict().get(k))
+    # compared as recipes, so a field added later (absent from an older checkpoint, at its default) is no change
+    saved = Recipe.from_dict(state["recipe"]).to_dict()
+    if saved != recipe.to_dict():
+        diff = sorted(k for k in set(saved) | set(recipe.to_dict()) if saved.get(k) != recipe.to_dict().get(k))
         raise ValueError(f"{ckpt_path} was written by a different recipe (fields {', '.join(diff)} "
                          "differ); resume with the same recipe or choose another output folder")
     run.model.load_state_dict(state["model"])

@@ -54,6 +54,10 @@ class Recipe:
         (cross-entropy, ``label_smoothing``), ``certified_ce`` (cross-entropy with the non-target
         logits raised by ``sqrt(2) * L * cert_eps``, temperature ``temperature``; for
         1-Lipschitz nets), ``mse`` (regression).
+    Start: init_from: ``ARCH.TAG`` of registered pretrained weights of the same architecture (hash-checked, as
+        ``create(..., pretrained=True)`` loads them) that replace the seeded initialisation: a warm restart,
+        e.g. a second cosine cycle after a finished run. The optimizer, schedule and EMA start afresh.
+        ``None`` (the default) trains from the seeded initialisation.
     Other: augment (``crop_flip``: 4-pixel zero-padded random crop and horizontal flip),
         ema (decay of a weight EMA, or None), amp (``auto``: bf16 autocast on CUDA, none on CPU;
         ``bf16``: bf16 autocast on any device), channels_last (NHWC model and inputs),
@@ -92,6 +96,7 @@ class Recipe:
     seed: int = 0
     data_seed: int = 0
     tag: str = "custom"
+    init_from: str | None = None
     version: int = RECIPE_VERSION
 
     def __post_init__(self) -> None:
@@ -131,14 +136,26 @@ class Recipe:
             raise bad(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs!r}")
         if not self.tag or "." in self.tag:
             raise bad(f"tag must be a non-empty name without '.', got {self.tag!r}")
+        if self.init_from is not None:
+            arch, _, tag = str(self.init_from).partition(".")
+            if not isinstance(self.init_from, str) or arch != self.model or not tag:
+                raise bad(f"init_from must name pretrained weights of the same architecture, "
+                          f"'{self.model}.TAG', got {self.init_from!r}")
+            if tag == self.tag:
+                raise bad(f"init_from {self.init_from!r} names the tag this recipe trains; give the new weights "
+                          "another tag")
         if self.version != RECIPE_VERSION:
             raise bad(f"recipe version {self.version} is not understood by this dsnet_zoo "
                       f"(which writes version {RECIPE_VERSION})")
 
     # -- serialisation --------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict; ``Recipe.from_dict(r.to_dict()) == r``."""
+        """A JSON-ready dict; ``Recipe.from_dict(r.to_dict()) == r``. Fields added after version 1 are
+        left out while they hold their default, so a recipe recorded before them reads and prints unchanged."""
         d = asdict(self)
+        for name, default in _LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
         d["model_args"] = _jsonable(dict(self.model_args))
         d["dataset_args"] = _jsonable(dict(self.dataset_args))
         return d
@@ -181,6 +198,10 @@ class Recipe:
     @property
     def eval_set(self) -> str:
         return self.eval_dataset or self.dataset
+
+
+# fields added after RECIPE_VERSION 1 was recorded in shipped weights, with the default that means "absent"
+_LATER_FIELDS: dict[str, Any] = {"init_from": None}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
