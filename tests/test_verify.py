@@ -269,7 +269,7 @@ def test_cli_exit_code_1_on_violation(monkeypatch, capsys):
 
 def test_cli_rejects_pretrained_without_weights():
     with pytest.raises(dsnet_zoo.UnknownModelError, match="no pretrained weights"):
-        _cli(["hamnet_cifar100", "--pretrained"])
+        _cli(["lipnet_conv_cifar10", "--pretrained"])
     with pytest.raises(ValueError, match="positive"):
         _cli(["massnet_sir", "--spatial", "0"])
 

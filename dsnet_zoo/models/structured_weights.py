@@ -19,12 +19,13 @@ __all__ = ["HAMNET_CIFAR10_DEFAULT", "VPNET_CIFAR10_DEFAULT"]
 
 
 
-def _cifar10_cfg(arch: str, **fields) -> WeightsCfg:
-    """The fields both tags share: CIFAR-10 inputs in [0, 1] standardised inside the model, MIT weights of this
-    repository's hub folder ``hub/dsnet-zoo/<arch>``."""
-    return WeightsCfg(hf_hub_id=f"dsnet-zoo/{arch}", num_classes=10, input_size=(3, 32, 32), input_range=(0.0, 1.0),
-                      norm_mean=CIFAR_MEAN[10], norm_std=CIFAR_STD[10], dataset="cifar10-full", license="MIT",
-                      source="dsnet_zoo", origin=f"hub/dsnet-zoo/{arch} (this repository)", **fields)
+def _cifar_cfg(arch: str, classes: int, **fields) -> WeightsCfg:
+    """The fields every tag here shares: CIFAR-``classes`` inputs in [0, 1] standardised inside the model, MIT
+    weights of this repository's hub folder ``hub/dsnet-zoo/<arch>``."""
+    return WeightsCfg(hf_hub_id=f"dsnet-zoo/{arch}", num_classes=classes, input_size=(3, 32, 32),
+                      input_range=(0.0, 1.0), norm_mean=CIFAR_MEAN[classes], norm_std=CIFAR_STD[classes],
+                      dataset=f"cifar{classes}-full", license="MIT", source="dsnet_zoo",
+                      origin=f"hub/dsnet-zoo/{arch} (this repository)", **fields)
 
 
 _HAMNET_ARGS = {"widths": [64, 256], "depths": [2, 4], "hidden_ratio": 0.5, "act": "silu", "step": 0.2}
@@ -66,8 +67,8 @@ _RECIPE_HAMNET_CIFAR10 = {
     "weight_decay": 0.0005
 }
 
-HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _cifar10_cfg(
-    "hamnet_cifar10",
+HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _cifar_cfg(
+    "hamnet_cifar10", 10,
     tag='cpu_e18',
     sha256='1b1ccbe885f82197fa3148ea97429f8f7817061725f08cffb9409176a5d1dacd',
     recipe=_RECIPE_HAMNET_CIFAR10,
@@ -93,8 +94,8 @@ HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _cifar10_cfg(
 _RECIPE_VPNET_CIFAR10 = {**_RECIPE_HAMNET_CIFAR10, "model": "vpnet_cifar10", "epochs": 15, "tag": "cpu_e15",
                          "model_args": _VPNET_ARGS}
 
-VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _cifar10_cfg(
-    "vpnet_cifar10",
+VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _cifar_cfg(
+    "vpnet_cifar10", 10,
     tag='cpu_e15',
     sha256='c689ea1ff74ed22ab24877b1f9776ed9305edd07b682135d6d0aae1a4ba56522',
     recipe=_RECIPE_VPNET_CIFAR10,
