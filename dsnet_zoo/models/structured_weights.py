@@ -20,15 +20,13 @@ __all__ = ["HAMNET_CIFAR10_DEFAULT", "VPNET_CIFAR10_DEFAULT", "HAMNET_CIFAR100_D
 
 
 
-def _cifar_cfg(arch: str, classes: int, repo: str | None = None, **fields) -> WeightsCfg:
+def _cifar_cfg(arch: str, classes: int, **fields) -> WeightsCfg:
     """The fields every tag here shares: CIFAR-``classes`` inputs in [0, 1] standardised inside the model, MIT
-    weights of this repository's hub folder ``hub/dsnet-zoo/<repo>`` (``repo`` defaults to ``arch``: the first
-    tag of an architecture; later tags get their own repo, one set of weights per repo as on the Hub)."""
-    repo = repo or arch
-    return WeightsCfg(hf_hub_id=f"dsnet-zoo/{repo}", num_classes=classes, input_size=(3, 32, 32),
+    weights of this repository's hub folder ``hub/dsnet-zoo/<arch>``."""
+    return WeightsCfg(hf_hub_id=f"dsnet-zoo/{arch}", num_classes=classes, input_size=(3, 32, 32),
                       input_range=(0.0, 1.0), norm_mean=CIFAR_MEAN[classes], norm_std=CIFAR_STD[classes],
                       dataset=f"cifar{classes}-full", license="MIT", source="dsnet_zoo",
-                      origin=f"hub/dsnet-zoo/{repo} (this repository)", **fields)
+                      origin=f"hub/dsnet-zoo/{arch} (this repository)", **fields)
 
 
 _HAMNET_ARGS = {"widths": [64, 256], "depths": [2, 4], "hidden_ratio": 0.5, "act": "silu", "step": 0.2}
@@ -78,9 +76,9 @@ HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _cifar_cfg(
     model_args=_HAMNET_ARGS,
     description=('HamNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
                  'batch norms, 2 + 4 symplectic-Euler blocks at 16x16 / 8x8) and a pooled linear head; every block is '
-                 'symplectic for any weights. Trained 18 epochs on the real CIFAR-10 train split (cifar10-full: 49,904'
-                 ' of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.30 CPU-'
-                 'hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
+                 'symplectic for any weights. Trained 18 epochs on the real CIFAR-10 train split (cifar10-full: 49,904 '
+                 'of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.30 '
+                 'CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
     metrics={
         "cifar10-full": {
             "clean": 86.56
@@ -106,8 +104,8 @@ VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _cifar_cfg(
     description=('VPNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
                  'batch norms, 4 + 6 volume-preserving blocks at 16x16 / 8x8) and a pooled linear head; every block '
                  'has det J = 1 for any weights. Trained 15 epochs on the real CIFAR-10 train split (cifar10-full: '
-                 '49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.29'
-                 ' CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
+                 '49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.29 '
+                 'CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
     metrics={
         "cifar10-full": {
             "clean": 88.09
@@ -122,7 +120,8 @@ VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _cifar_cfg(
 
 
 # CIFAR-100: the CIFAR-10 recipes on cifar100-full, with their own epoch counts
-_RECIPE_HAMNET_CIFAR100 = {**_RECIPE_HAMNET_CIFAR10, "model": "hamnet_cifar100", "dataset": "cifar100-full", "eval_dataset": "cifar100-full", "epochs": 22, "tag": "cpu_e22", "model_args": _HAMNET_ARGS}
+_RECIPE_HAMNET_CIFAR100 = {**_RECIPE_HAMNET_CIFAR10, "model": "hamnet_cifar100", "dataset": "cifar100-full",
+                           "eval_dataset": "cifar100-full", "epochs": 22, "tag": "cpu_e22"}
 
 HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _cifar_cfg(
     "hamnet_cifar100", 100,
@@ -130,11 +129,11 @@ HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _cifar_cfg(
     sha256='f659da0cba848a3f55ca3ab4e7b86a1fa83f83ec2d95d478aa6a3f9f73247e36',
     recipe=_RECIPE_HAMNET_CIFAR100,
     model_args=_HAMNET_ARGS,
-    description=('HamNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel unshuffle, '
-                 'injective 1x1 lifts, batch norms and 2 + 4 symplectic-Euler blocks at 16x16 / 8x8, then a pooled linear '
-                 'head) and recipe. Trained 22 epochs on the real CIFAR-100 train split (cifar100-full: all 50,000 official '
-                 'train images, exact pixels) with cross-entropy on one CPU thread (1.23 CPU-hours); measured on CIFAR-100 '
-                 'test, all 10,000 images (exact pixels).'),
+    description=('HamNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
+                 'unshuffle, injective 1x1 lifts, batch norms and 2 + 4 symplectic-Euler blocks at 16x16 / 8x8, then a '
+                 'pooled linear head) and recipe. Trained 22 epochs on the real CIFAR-100 train split (cifar100-full: '
+                 'all 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.23 '
+                 'CPU-hours); measured on CIFAR-100 test, all 10,000 images (exact pixels).'),
     metrics={
         "cifar100-full": {
             "clean": 61.99
@@ -147,7 +146,8 @@ HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _cifar_cfg(
     num_params=1310314,
 ))
 
-_RECIPE_VPNET_CIFAR100 = {**_RECIPE_VPNET_CIFAR10, "model": "vpnet_cifar100", "dataset": "cifar100-full", "eval_dataset": "cifar100-full", "epochs": 19, "tag": "cpu_e19", "model_args": _VPNET_ARGS}
+_RECIPE_VPNET_CIFAR100 = {**_RECIPE_VPNET_CIFAR10, "model": "vpnet_cifar100", "dataset": "cifar100-full",
+                          "eval_dataset": "cifar100-full", "epochs": 19, "tag": "cpu_e19"}
 
 VPNET_CIFAR100_DEFAULT = register_pretrained("vpnet_cifar100", _cifar_cfg(
     "vpnet_cifar100", 100,
@@ -155,11 +155,11 @@ VPNET_CIFAR100_DEFAULT = register_pretrained("vpnet_cifar100", _cifar_cfg(
     sha256='04e8db8eb080ded6c83b4785c7f1239a79b3eb72fb97657d12d36e6b778c3107',
     recipe=_RECIPE_VPNET_CIFAR100,
     model_args=_VPNET_ARGS,
-    description=('VPNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel unshuffle, '
-                 'injective 1x1 lifts, batch norms and 4 + 6 volume-preserving blocks at 16x16 / 8x8, then a pooled linear '
-                 'head) and recipe. Trained 19 epochs on the real CIFAR-100 train split (cifar100-full: all 50,000 official '
-                 'train images, exact pixels) with cross-entropy on one CPU thread (1.34 CPU-hours); measured on CIFAR-100 '
-                 'test, all 10,000 images (exact pixels).'),
+    description=('VPNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
+                 'unshuffle, injective 1x1 lifts, batch norms and 4 + 6 volume-preserving blocks at 16x16 / 8x8, then '
+                 'a pooled linear head) and recipe. Trained 19 epochs on the real CIFAR-100 train split '
+                 '(cifar100-full: all 50,000 official train images, exact pixels) with cross-entropy on one CPU thread '
+                 '(1.34 CPU-hours); measured on CIFAR-100 test, all 10,000 images (exact pixels).'),
     metrics={
         "cifar100-full": {
             "clean": 64.09
