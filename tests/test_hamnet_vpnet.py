@@ -175,3 +175,28 @@ def test_max_pool_head_and_its_export():
         torch.testing.assert_close(model(x), model.head(feats.amax(dim=(2, 3))))
         assert not torch.allclose(model(x), model.head(feats.mean(dim=(2, 3))))
         torch.testing.assert_close(export_plain(model)(x), model(x))
+
+
+@pytest.mark.parametrize("name", dsnet_zoo.list_pretrained("hamnet_*") + dsnet_zoo.list_pretrained("vpnet_*"))
+def test_shipped_weights_are_structured_invertible_and_meet_their_recorded_metrics(name, full_data_dir):
+    """Every committed HamNet / VPNet tag (hub/, sha256-checked): in float64 each block of the trained weights is
+    symplectic / volume-preserving and exactly invertible, the model reconstructs real test images from their
+    features, and the clean accuracy on the full real test set is the recorded one."""
+    from dsnet_zoo.data import load_dataset
+    from dsnet_zoo.evaluation import evaluate
+    from dsnet_zoo.registry import get_pretrained_cfg
+    from dsnet_zoo.verify import verify_model
+
+    cfg = get_pretrained_cfg(name, required=True)
+    assert cfg.source == "dsnet_zoo" and cfg.sha256
+    model = dsnet_zoo.create(name, pretrained=True)
+    images = load_dataset(cfg.dataset, "test", n=8, data_dir=full_data_dir)
+    report = verify_model(model, name, spatial=2, images=images.float_batch(0, 8)[0],
+                          images_label=images.info["description"])
+    assert report.passed, [c.label for c in report.failures()]
+    kind = "symplectic" if name.startswith("hamnet") else "volume"
+    for claim in (kind, "inverse", "model_inverse"):
+        assert report.claims[claim].blocks and report.claims[claim].value <= 1e-10, (claim, report.claims[claim].value)
+    record = evaluate(name, cfg.dataset, data_dir=full_data_dir, metrics=["clean"], progress=False)
+    assert record["dataset"]["n"] == len(load_dataset(cfg.dataset, "test", data_dir=full_data_dir))
+    assert 100 * record["metrics"]["clean"]["accuracy"] == pytest.approx(cfg.metrics[cfg.dataset]["clean"], abs=0.05)
