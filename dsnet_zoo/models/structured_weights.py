@@ -87,157 +87,102 @@ _RECIPE_HAMNET_CIFAR10 = {
     "weight_decay": 0.0005
 }
 
-# CIFAR-10 defaults: a second cosine cycle (warm restart, ``init_from``) from the first tags below, which are
-# registered after them (the first registered tag is the default) and stay loadable as their parents
-_RECIPE_HAMNET_CIFAR10_R18 = {**_RECIPE_HAMNET_CIFAR10, "epochs": 18, "init_from": "hamnet_cifar10.cpu_e18",
-                              "lr": 0.05, "tag": "cpu_e18_r18"}
+# what each architecture is, as its tags' descriptions begin
+_LAYOUT = {
+    "hamnet_cifar10": ('HamNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 '
+                       'lifts, batch norms, 2 + 4 symplectic-Euler blocks at 16x16 / 8x8) and a pooled linear head; '
+                       'every block is symplectic for any weights'),
+    "vpnet_cifar10": ('VPNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 '
+                      'lifts, batch norms, 4 + 6 volume-preserving blocks at 16x16 / 8x8) and a pooled linear head; '
+                      'every block has det J = 1 for any weights'),
+    "hamnet_cifar100": ('HamNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
+                        'unshuffle, injective 1x1 lifts, batch norms and 2 + 4 symplectic-Euler blocks at 16x16 / 8x8, '
+                        'then a pooled linear head)'),
+    "vpnet_cifar100": ('VPNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
+                       'unshuffle, injective 1x1 lifts, batch norms and 4 + 6 volume-preserving blocks at 16x16 / '
+                       '8x8, then a pooled linear head)'),
+}
+_TRAIN_SET = {10: "cifar10-full: 49,904 of the 50,000 official train images, exact pixels",
+              100: "cifar100-full: all 50,000 official train images, exact pixels"}
 
-HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _cifar_cfg(
-    "hamnet_cifar10", 10, repo="hamnet_cifar10-cpu_e18_r18",
-    tag='cpu_e18_r18',
-    sha256='3c16dbb5dfa4fcdb2226364e6e3efe303b26d01f52172d7614fbdde2ddeb9d91',
-    recipe=_RECIPE_HAMNET_CIFAR10_R18,
-    model_args=_HAMNET_ARGS,
-    description=('HamNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
-                 'batch norms, 2 + 4 symplectic-Euler blocks at 16x16 / 8x8) and a pooled linear head; every block is '
-                 'symplectic for any weights. hamnet_cifar10.cpu_e18 (18 epochs) trained 18 more epochs from its '
-                 'weights (a warm restart: fresh optimizer, peak lr 0.05, cosine) on the real CIFAR-10 train split '
-                 '(cifar10-full: 49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one '
-                 'CPU thread (1.02 CPU-hours, 2.32 with the parent run); measured on CIFAR-10 test, 9,977 of 10,000 '
-                 'images (exact pixels).'),
-    metrics=_metrics(10, 88.83, 9.151330132146829e-14, 2.32),
-    num_params=1287184,
-))
+
+def _first_cycle(arch: str, classes: int, *, tag: str, sha256: str, recipe: dict, model_args: dict, clean: float,
+                 inverse_rel_error: float, cpu_hours: float, num_params: int, layout_suffix: str = "") -> WeightsCfg:
+    """The cfg of a run from the seeded initialisation (``recipe['epochs']`` epochs on one CPU thread)."""
+    return _cifar_cfg(
+        arch, classes, tag=tag, sha256=sha256, recipe=recipe, model_args=model_args, num_params=num_params,
+        description=(f"{_LAYOUT[arch]}{layout_suffix}. Trained {recipe['epochs']} epochs on the real CIFAR-{classes} "
+                     f"train split ({_TRAIN_SET[classes]}) with cross-entropy on one CPU thread ({cpu_hours:.2f} "
+                     f"CPU-hours); measured on {_TEST_SET[classes]}."),
+        metrics=_metrics(classes, clean, inverse_rel_error, cpu_hours))
+
+
+def _warm_restart(parent: WeightsCfg, *, tag: str, sha256: str, epochs: int, clean: float, inverse_rel_error: float,
+                  run_cpu_hours: float, **recipe_changes) -> WeightsCfg:
+    """The cfg of a second cosine cycle from ``parent`` (``init_from``: fresh optimizer, peak lr 0.05, ``epochs``
+    epochs; ``recipe_changes`` override more recipe fields), in its own hub folder ``<arch>-<tag>``. Its CPU-hours
+    add to the parent's."""
+    arch, classes = parent.recipe["model"], parent.num_classes
+    recipe = {**parent.recipe, "epochs": epochs, "init_from": f"{arch}.{parent.tag}", "lr": 0.05, "tag": tag,
+              **recipe_changes}
+    wd, parent_wd = (f"{r['weight_decay']:.0e}".replace("e-0", "e-") for r in (recipe, parent.recipe))
+    changes = f", weight decay {wd} instead of {parent_wd}" if wd != parent_wd else ""
+    total = round(parent.metrics["training_cpu_hours"] + run_cpu_hours, 2)
+    return _cifar_cfg(
+        arch, classes, repo=f"{arch}-{tag}", tag=tag, sha256=sha256, recipe=recipe,
+        model_args=parent.model_args, num_params=parent.num_params,
+        description=(f"{_LAYOUT[arch]}. {arch}.{parent.tag} ({parent.recipe['epochs']} epochs) trained {epochs} more "
+                     f"epochs from its weights (a warm restart: fresh optimizer, peak lr 0.05, cosine{changes}) on the "
+                     f"real CIFAR-{classes} train split ({_TRAIN_SET[classes]}) with cross-entropy on one CPU thread "
+                     f"({run_cpu_hours:.2f} CPU-hours, {total:.2f} with the parent run); measured on "
+                     f"{_TEST_SET[classes]}."),
+        metrics=_metrics(classes, clean, inverse_rel_error, total))
+
 
 # the VPNet recipe differs from the HamNet one only in these fields
 _RECIPE_VPNET_CIFAR10 = {**_RECIPE_HAMNET_CIFAR10, "model": "vpnet_cifar10", "epochs": 15, "tag": "cpu_e15",
                          "model_args": _VPNET_ARGS}
-_RECIPE_VPNET_CIFAR10_R15 = {**_RECIPE_VPNET_CIFAR10, "init_from": "vpnet_cifar10.cpu_e15", "lr": 0.05,
-                             "tag": "cpu_e15_r15"}
-
-VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _cifar_cfg(
-    "vpnet_cifar10", 10, repo="vpnet_cifar10-cpu_e15_r15",
-    tag='cpu_e15_r15',
-    sha256='383744cdae82cbb4fa4eefd9593eb736a358162e01cc2668a3d702d927e7f46f',
-    recipe=_RECIPE_VPNET_CIFAR10_R15,
-    model_args=_VPNET_ARGS,
-    description=('VPNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
-                 'batch norms, 4 + 6 volume-preserving blocks at 16x16 / 8x8) and a pooled linear head; every block '
-                 'has det J = 1 for any weights. vpnet_cifar10.cpu_e15 (15 epochs) trained 15 more epochs from its '
-                 'weights (a warm restart: fresh optimizer, peak lr 0.05, cosine) on the real CIFAR-10 train split '
-                 '(cifar10-full: 49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one '
-                 'CPU thread (1.03 CPU-hours, 2.32 with the parent run); measured on CIFAR-10 test, 9,977 of 10,000 '
-                 'images (exact pixels).'),
-    metrics=_metrics(10, 89.51, 5.146300924279552e-14, 2.32),
-    num_params=1914516,
-))
-
-HAMNET_CIFAR10_CPU_E18 = register_pretrained("hamnet_cifar10", _cifar_cfg(
-    "hamnet_cifar10", 10,
-    tag='cpu_e18',
-    sha256='1b1ccbe885f82197fa3148ea97429f8f7817061725f08cffb9409176a5d1dacd',
-    recipe=_RECIPE_HAMNET_CIFAR10,
-    model_args=_HAMNET_ARGS,
-    description=('HamNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
-                 'batch norms, 2 + 4 symplectic-Euler blocks at 16x16 / 8x8) and a pooled linear head; every block is '
-                 'symplectic for any weights. Trained 18 epochs on the real CIFAR-10 train split (cifar10-full: 49,904 '
-                 'of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.30 '
-                 'CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
-    metrics=_metrics(10, 86.56, 1.9129871222973154e-14, 1.3),
-    num_params=1287184,
-))
-
-VPNET_CIFAR10_CPU_E15 = register_pretrained("vpnet_cifar10", _cifar_cfg(
-    "vpnet_cifar10", 10,
-    tag='cpu_e15',
-    sha256='c689ea1ff74ed22ab24877b1f9776ed9305edd07b682135d6d0aae1a4ba56522',
-    recipe=_RECIPE_VPNET_CIFAR10,
-    model_args=_VPNET_ARGS,
-    description=('VPNet for CIFAR-10: an exactly invertible feature extractor (pixel unshuffle, injective 1x1 lifts, '
-                 'batch norms, 4 + 6 volume-preserving blocks at 16x16 / 8x8) and a pooled linear head; every block '
-                 'has det J = 1 for any weights. Trained 15 epochs on the real CIFAR-10 train split (cifar10-full: '
-                 '49,904 of the 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.29 '
-                 'CPU-hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
-    metrics=_metrics(10, 88.09, 2.552737225251314e-14, 1.29),
-    num_params=1914516,
-))
-
-
 # CIFAR-100: the CIFAR-10 recipes on cifar100-full, with their own epoch counts
-_RECIPE_HAMNET_CIFAR100 = {**_RECIPE_HAMNET_CIFAR10, "model": "hamnet_cifar100", "dataset": "cifar100-full",
-                           "eval_dataset": "cifar100-full", "epochs": 22, "tag": "cpu_e22"}
+_CIFAR100 = {"dataset": "cifar100-full", "eval_dataset": "cifar100-full"}
+_RECIPE_HAMNET_CIFAR100 = {**_RECIPE_HAMNET_CIFAR10, **_CIFAR100, "model": "hamnet_cifar100", "epochs": 22,
+                           "tag": "cpu_e22"}
+_RECIPE_VPNET_CIFAR100 = {**_RECIPE_VPNET_CIFAR10, **_CIFAR100, "model": "vpnet_cifar100", "epochs": 19,
+                          "tag": "cpu_e19"}
 
-# the default tag: a second cosine cycle from the first tag (registered after it, loadable as its parent)
-_RECIPE_HAMNET_CIFAR100_R12 = {**_RECIPE_HAMNET_CIFAR100, "epochs": 12, "init_from": "hamnet_cifar100.cpu_e22",
-    "lr": 0.05, "tag": "cpu_e22_r12", "weight_decay": 0.001}
+# the first cycles; registered after the second cycles that start from them (the first registered tag is an
+# architecture's default) and kept loadable, so the second cycles' recipes stay rerunnable
+_HAMNET_CIFAR10_E18 = _first_cycle(
+    "hamnet_cifar10", 10, tag="cpu_e18", sha256="1b1ccbe885f82197fa3148ea97429f8f7817061725f08cffb9409176a5d1dacd",
+    recipe=_RECIPE_HAMNET_CIFAR10, model_args=_HAMNET_ARGS, clean=86.56, inverse_rel_error=1.9129871222973154e-14,
+    cpu_hours=1.3, num_params=1287184)
+_VPNET_CIFAR10_E15 = _first_cycle(
+    "vpnet_cifar10", 10, tag="cpu_e15", sha256="c689ea1ff74ed22ab24877b1f9776ed9305edd07b682135d6d0aae1a4ba56522",
+    recipe=_RECIPE_VPNET_CIFAR10, model_args=_VPNET_ARGS, clean=88.09, inverse_rel_error=2.552737225251314e-14,
+    cpu_hours=1.29, num_params=1914516)
+_HAMNET_CIFAR100_E22 = _first_cycle(
+    "hamnet_cifar100", 100, tag="cpu_e22", sha256="f659da0cba848a3f55ca3ab4e7b86a1fa83f83ec2d95d478aa6a3f9f73247e36",
+    recipe=_RECIPE_HAMNET_CIFAR100, model_args=_HAMNET_ARGS, clean=61.99, inverse_rel_error=1.3309683802578647e-13,
+    cpu_hours=1.23, num_params=1310314, layout_suffix=" and recipe")
+_VPNET_CIFAR100_E19 = _first_cycle(
+    "vpnet_cifar100", 100, tag="cpu_e19", sha256="04e8db8eb080ded6c83b4785c7f1239a79b3eb72fb97657d12d36e6b778c3107",
+    recipe=_RECIPE_VPNET_CIFAR100, model_args=_VPNET_ARGS, clean=64.09, inverse_rel_error=9.26797045444219e-14,
+    cpu_hours=1.34, num_params=1937646, layout_suffix=" and recipe")
 
-HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _cifar_cfg(
-    "hamnet_cifar100", 100, repo="hamnet_cifar100-cpu_e22_r12",
-    tag='cpu_e22_r12',
-    sha256='85dcd15855943f51925803237b03e40789e1da1442e80c02f14dca5759286515',
-    recipe=_RECIPE_HAMNET_CIFAR100_R12,
-    model_args=_HAMNET_ARGS,
-    description=('HamNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
-                 'unshuffle, injective 1x1 lifts, batch norms and 2 + 4 symplectic-Euler blocks at 16x16 / 8x8, then a '
-                 'pooled linear head). hamnet_cifar100.cpu_e22 (22 epochs) trained 12 more epochs from its weights (a '
-                 'warm restart: fresh optimizer, peak lr 0.05, cosine, weight decay 1e-3 instead of 5e-4) on the real '
-                 'CIFAR-100 train split (cifar100-full: all 50,000 official train images, exact pixels) with '
-                 'cross-entropy on one CPU thread (0.83 CPU-hours, 2.06 with the parent run); measured on CIFAR-100 '
-                 'test, all 10,000 images (exact pixels).'),
-    metrics=_metrics(100, 63.67, 1.0059875748114935e-12, 2.06),
-    num_params=1310314,
-))
+# the default tags: second cosine cycles (warm restarts); on CIFAR-100 with twice the weight decay
+HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _warm_restart(
+    _HAMNET_CIFAR10_E18, tag="cpu_e18_r18", sha256="3c16dbb5dfa4fcdb2226364e6e3efe303b26d01f52172d7614fbdde2ddeb9d91",
+    epochs=18, clean=88.83, inverse_rel_error=9.151330132146829e-14, run_cpu_hours=1.02))
+VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _warm_restart(
+    _VPNET_CIFAR10_E15, tag="cpu_e15_r15", sha256="383744cdae82cbb4fa4eefd9593eb736a358162e01cc2668a3d702d927e7f46f",
+    epochs=15, clean=89.51, inverse_rel_error=5.146300924279552e-14, run_cpu_hours=1.03))
+HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _warm_restart(
+    _HAMNET_CIFAR100_E22, tag="cpu_e22_r12", sha256="85dcd15855943f51925803237b03e40789e1da1442e80c02f14dca5759286515",
+    epochs=12, clean=63.67, inverse_rel_error=1.0059875748114935e-12, run_cpu_hours=0.83, weight_decay=0.001))
+VPNET_CIFAR100_DEFAULT = register_pretrained("vpnet_cifar100", _warm_restart(
+    _VPNET_CIFAR100_E19, tag="cpu_e19_r10", sha256="8e33c6f2f7279a40137f9bcccee52fd3a3bdabf79a363b2b35e607f9f784c324",
+    epochs=10, clean=65.04, inverse_rel_error=4.467676004207476e-13, run_cpu_hours=0.86, weight_decay=0.001))
 
-HAMNET_CIFAR100_CPU_E22 = register_pretrained("hamnet_cifar100", _cifar_cfg(
-    "hamnet_cifar100", 100,
-    tag='cpu_e22',
-    sha256='f659da0cba848a3f55ca3ab4e7b86a1fa83f83ec2d95d478aa6a3f9f73247e36',
-    recipe=_RECIPE_HAMNET_CIFAR100,
-    model_args=_HAMNET_ARGS,
-    description=('HamNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
-                 'unshuffle, injective 1x1 lifts, batch norms and 2 + 4 symplectic-Euler blocks at 16x16 / 8x8, then a '
-                 'pooled linear head) and recipe. Trained 22 epochs on the real CIFAR-100 train split (cifar100-full: '
-                 'all 50,000 official train images, exact pixels) with cross-entropy on one CPU thread (1.23 '
-                 'CPU-hours); measured on CIFAR-100 test, all 10,000 images (exact pixels).'),
-    metrics=_metrics(100, 61.99, 1.3309683802578647e-13, 1.23),
-    num_params=1310314,
-))
-
-_RECIPE_VPNET_CIFAR100 = {**_RECIPE_VPNET_CIFAR10, "model": "vpnet_cifar100", "dataset": "cifar100-full",
-                          "eval_dataset": "cifar100-full", "epochs": 19, "tag": "cpu_e19"}
-
-# the default tag: a second cosine cycle from the first tag (registered after it, loadable as its parent)
-_RECIPE_VPNET_CIFAR100_R10 = {**_RECIPE_VPNET_CIFAR100, "epochs": 10, "init_from": "vpnet_cifar100.cpu_e19",
-    "lr": 0.05, "tag": "cpu_e19_r10", "weight_decay": 0.001}
-
-VPNET_CIFAR100_DEFAULT = register_pretrained("vpnet_cifar100", _cifar_cfg(
-    "vpnet_cifar100", 100, repo="vpnet_cifar100-cpu_e19_r10",
-    tag='cpu_e19_r10',
-    sha256='8e33c6f2f7279a40137f9bcccee52fd3a3bdabf79a363b2b35e607f9f784c324',
-    recipe=_RECIPE_VPNET_CIFAR100_R10,
-    model_args=_VPNET_ARGS,
-    description=('VPNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
-                 'unshuffle, injective 1x1 lifts, batch norms and 4 + 6 volume-preserving blocks at 16x16 / 8x8, then '
-                 'a pooled linear head). vpnet_cifar100.cpu_e19 (19 epochs) trained 10 more epochs from its weights (a '
-                 'warm restart: fresh optimizer, peak lr 0.05, cosine, weight decay 1e-3 instead of 5e-4) on the real '
-                 'CIFAR-100 train split (cifar100-full: all 50,000 official train images, exact pixels) with '
-                 'cross-entropy on one CPU thread (0.86 CPU-hours, 2.20 with the parent run); measured on CIFAR-100 '
-                 'test, all 10,000 images (exact pixels).'),
-    metrics=_metrics(100, 65.04, 4.467676004207476e-13, 2.2),
-    num_params=1937646,
-))
-
-VPNET_CIFAR100_CPU_E19 = register_pretrained("vpnet_cifar100", _cifar_cfg(
-    "vpnet_cifar100", 100,
-    tag='cpu_e19',
-    sha256='04e8db8eb080ded6c83b4785c7f1239a79b3eb72fb97657d12d36e6b778c3107',
-    recipe=_RECIPE_VPNET_CIFAR100,
-    model_args=_VPNET_ARGS,
-    description=('VPNet for CIFAR-100: the CIFAR-10 layout (an exactly invertible feature extractor of pixel '
-                 'unshuffle, injective 1x1 lifts, batch norms and 4 + 6 volume-preserving blocks at 16x16 / 8x8, then '
-                 'a pooled linear head) and recipe. Trained 19 epochs on the real CIFAR-100 train split '
-                 '(cifar100-full: all 50,000 official train images, exact pixels) with cross-entropy on one CPU thread '
-                 '(1.34 CPU-hours); measured on CIFAR-100 test, all 10,000 images (exact pixels).'),
-    metrics=_metrics(100, 64.09, 9.26797045444219e-14, 1.34),
-    num_params=1937646,
-))
+HAMNET_CIFAR10_CPU_E18 = register_pretrained("hamnet_cifar10", _HAMNET_CIFAR10_E18)
+VPNET_CIFAR10_CPU_E15 = register_pretrained("vpnet_cifar10", _VPNET_CIFAR10_E15)
+HAMNET_CIFAR100_CPU_E22 = register_pretrained("hamnet_cifar100", _HAMNET_CIFAR100_E22)
+VPNET_CIFAR100_CPU_E19 = register_pretrained("vpnet_cifar100", _VPNET_CIFAR100_E19)
