@@ -584,6 +584,29 @@ def test_missing_repo_fails_at_once(hub_root, zoo_hub_endpoint):
         assert len(s.requests) == 1  # one request, no retries
 
 
+def test_a_request_is_recorded_before_its_answer_can_be_read(hub_root, monkeypatch):
+    # the race behind a flaky request count: the server kept a request only after writing its body, so a
+    # client that had read the answer could look at `requests` before the record was there. A slow record
+    # makes the old order fail every time; recorded before the status line, the answer waits for it.
+    from dsnet_zoo.hub.server import HubServer
+
+    keep = HubServer._record
+
+    def slow_record(self, rec):
+        time.sleep(0.3)
+        keep(self, rec)
+
+    monkeypatch.setattr(HubServer, "_record", slow_record)
+    with serve_hub(hub_root["root"], quiet=True) as s:
+        for method, path, status in [("GET", "/api/models/hubtest/missing", 404),
+                                     ("GET", "/hubtest/plain/resolve/main/config.json", 200),
+                                     ("POST", "/api/models/hubtest/plain", 404)]:
+            before = len(s.requests)
+            assert raw(s, method, path)[0] == status
+            assert len(s.requests) == before + 1
+            assert (s.requests[-1].method, s.requests[-1].status) == (method, status)
+
+
 def test_a_download_cut_every_time_gives_a_clear_error(hub_root, zoo_hub_endpoint, tmp_path, monkeypatch):
     from dsnet_zoo.hub import WeightsCfg, WeightsError, resolve_weights_file
 

@@ -415,6 +415,19 @@ class _Handler(BaseHTTPRequestHandler):
     def log_request(self, code="-", size="-"):  # one line per request is written in _finish
         pass
 
+    def send_response(self, code, message=None):
+        # recorded before the status line goes out: a client that has read the answer must find its request
+        # in HubServer.requests (recording after the body raced with tests that count requests at once)
+        self._record(code)
+        super().send_response(code, message)
+
+    def _record(self, status: int) -> None:
+        # _rec is None from the start of a routed request until it is recorded; requests the base class
+        # refuses before routing (malformed request lines) are not kept, as before
+        if getattr(self, "_rec", False) is None:
+            self._rec = RequestRecord(self.command, self.path, status, self.headers.get("Range"))
+            self.server.hub._record(self._rec)
+
     def log_message(self, format, *args):
         if not self.server.hub.quiet:
             sys.stderr.write(f"serve-hub: {self.address_string()} {format % args}\n")
@@ -427,6 +440,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _not_supported(self):
         self._t0 = time.perf_counter()
+        self._rec = None
         self.close_connection = True  # a body we did not read may follow
         self._status = 404
         self._send_simple(404, b"Not Found", head=False)
@@ -462,9 +476,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _finish(self):
         hub = self.server.hub
-        rec = RequestRecord(self.command, self.path, getattr(self, "_status", 0),
-                            self.headers.get("Range"))
-        hub._record(rec)
+        self._record(getattr(self, "_status", 0))  # a request that got no status line (the client went away)
+        rec = self._rec
         if not hub.quiet:
             ms = (time.perf_counter() - self._t0) * 1e3
             rng = f" [{rec.range}]" if rec.range else ""
@@ -475,6 +488,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, head: bool):
         self._t0 = time.perf_counter()
         self._status = 0
+        self._rec = None
         self._headers_sent = False
         hub = self.server.hub
         try:
