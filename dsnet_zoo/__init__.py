@@ -9,14 +9,14 @@ from __future__ import annotations
 from ._version import __version__
 from ._api import create, model_info
 from .hub import WeightsCfg, WeightsError
-from .registry import (UnknownModelError, list_models, list_pretrained, register_model,
+from .registry import (RetiredWeightsError, UnknownModelError, list_models, list_pretrained, register_model,
                        register_pretrained)
 from . import models  # noqa: F401  (registers the architectures)
 from ._import_hook import when_imported
 
 __all__ = [
     "create", "model_info", "list_models", "list_pretrained", "register_model", "register_pretrained",
-    "WeightsCfg", "WeightsError", "UnknownModelError", "__version__",
+    "WeightsCfg", "WeightsError", "UnknownModelError", "RetiredWeightsError", "__version__",
 ]
 
 

@@ -5,6 +5,11 @@ A model name is ``arch`` or ``arch.tag``. ``arch`` names a registered entrypoint
 (a :class:`dsnet_zoo.hub.WeightsCfg`). The first tag registered for an architecture that has
 weights is its default, as in timm.
 
+Retired weights (:func:`register_retired`) keep their record (recipe, sha256, measurements) but are no longer
+hosted: the zoo keeps only the last weights of a chain of warm restarts (recipes with ``init_from``) in its hub
+folder. They are not listed, loading them raises :class:`RetiredWeightsError` with the command that retrains
+them, and a recipe that starts from them retrains them first (:mod:`dsnet_zoo.training.loop`).
+
 Unlike timm, registering a name twice is an error: a silently replaced entrypoint would make
 ``create`` return a different model than the one whose weights and metrics are on record.
 """
@@ -23,6 +28,7 @@ if TYPE_CHECKING:  # annotations only: the registry stores cfgs and never builds
 __all__ = [
     "register_model",
     "register_pretrained",
+    "register_retired",
     "split_model_name",
     "list_models",
     "list_pretrained",
@@ -32,11 +38,13 @@ __all__ = [
     "get_pretrained_cfgs",
     "arch_info",
     "UnknownModelError",
+    "RetiredWeightsError",
 ]
 
 _entrypoints: "OrderedDict[str, Callable]" = OrderedDict()
 _arch_meta: dict[str, dict] = {}
 _pretrained: dict[str, "OrderedDict[str, WeightsCfg]"] = {}
+_retired: dict[str, dict[str, tuple[WeightsCfg, str]]] = {}  # arch -> tag -> (cfg, the tag continuing from it)
 _register_listeners: list[Callable[[str], None]] = []
 _pretrained_listeners: list[Callable[[str, WeightsCfg], None]] = []
 
@@ -53,6 +61,11 @@ def add_pretrained_listener(fn: Callable[[str, WeightsCfg], None]) -> None:
 
 class UnknownModelError(ValueError):
     """An architecture or tag that is not registered. The message lists the closest names."""
+
+
+class RetiredWeightsError(UnknownModelError):
+    """A tag whose weights are retired (:func:`register_retired`): on record, no longer hosted. The message
+    says which tag continues from them and how to retrain them."""
 
 
 def split_model_name(name: str) -> tuple[str, str]:
@@ -93,6 +106,7 @@ def register_model(fn: Callable | None = None, *, family: str, dataset: str | No
             "input_size": tuple(input_size),
         }
         _pretrained[name] = OrderedDict()
+        _retired[name] = {}
         try:
             for cfg in pretrained:
                 register_pretrained(name, cfg)
@@ -103,6 +117,7 @@ def register_model(fn: Callable | None = None, *, family: str, dataset: str | No
             _entrypoints.pop(name, None)
             _arch_meta.pop(name, None)
             _pretrained.pop(name, None)
+            _retired.pop(name, None)
             raise
         return f
 
@@ -123,13 +138,48 @@ def register_pretrained(arch: str, cfg: WeightsCfg) -> WeightsCfg:
         raise ValueError(f"WeightsCfg for {arch!r} needs a tag")
     if "." in cfg.tag:
         raise ValueError(f"tag {cfg.tag!r} must not contain '.'")
-    if cfg.tag in _pretrained[arch]:
+    if cfg.tag in _pretrained[arch] or cfg.tag in _retired[arch]:
         raise ValueError(f"{arch}.{cfg.tag} is already registered; choose another tag")
     cfg = replace(cfg, architecture=arch)
     _pretrained[arch][cfg.tag] = cfg
     for listener in _pretrained_listeners:
         listener(arch, cfg)
     return cfg
+
+
+def register_retired(arch: str, cfg: WeightsCfg, *, successor: str) -> WeightsCfg:
+    """Keep the record of weights that are no longer hosted and return the stored cfg.
+
+    ``cfg`` is the record as it was registered while hosted (its recipe reruns them; its sha256 and metrics
+    are what that run gave); ``successor`` is the registered ``arch.tag`` whose recipe starts from them
+    (``init_from``), the reason they were retired rather than dropped. Retired tags are not listed and do not
+    load (:class:`RetiredWeightsError`); ``get_pretrained_cfg(name, retired=True)`` returns them for training.
+    """
+    if arch not in _entrypoints:
+        raise UnknownModelError(_unknown_message("architecture", arch, list(_entrypoints)))
+    if not cfg.tag or "." in cfg.tag:
+        raise ValueError(f"a retired WeightsCfg for {arch!r} needs a tag without '.', got {cfg.tag!r}")
+    if cfg.tag in _pretrained[arch] or cfg.tag in _retired[arch]:
+        raise ValueError(f"{arch}.{cfg.tag} is already registered; choose another tag")
+    if not cfg.recipe or not cfg.sha256:
+        raise ValueError(f"{arch}.{cfg.tag}: only weights with a recorded recipe and sha256 can be retired "
+                         "(nothing else could bring them back)")
+    s_arch, s_tag = split_model_name(successor)
+    if s_arch != arch or s_tag not in _pretrained[arch]:
+        raise ValueError(f"successor {successor!r} must be a registered tag of {arch} (register it first)")
+    cfg = replace(cfg, architecture=arch)
+    _retired[arch][cfg.tag] = (cfg, successor)
+    return cfg
+
+
+def _retired_message(arch: str, tag: str) -> str:
+    cfg, successor = _retired[arch][tag]
+    name = f"{arch}.{tag}"
+    return (f"{name} is retired: its weights are on record (recipe, sha256 {cfg.sha256[:12]}..., measurements) "
+            f"but no longer hosted; {successor} continues from them and is hosted "
+            f"(create('{successor}', pretrained=True)). `dsnet-zoo train {name} --out DIR` retrains them from "
+            f"their recipe (bit for bit on CPU with OMP_NUM_THREADS=1 and the same library versions), and a "
+            f"recipe with init_from='{name}' retrains them first by itself.")
 
 
 def _unknown_message(kind: str, name: str, candidates: list[str]) -> str:
@@ -157,15 +207,20 @@ def get_pretrained_cfgs(arch: str) -> "OrderedDict[str, WeightsCfg]":
     return OrderedDict(_pretrained[arch])
 
 
-def get_pretrained_cfg(name: str, *, required: bool = False) -> WeightsCfg | None:
+def get_pretrained_cfg(name: str, *, required: bool = False, retired: bool = False) -> WeightsCfg | None:
     """The WeightsCfg for ``arch.tag``, or the default tag's for ``arch``.
 
     Returns ``None`` for an architecture with no weights unless ``required``; an unknown tag
-    always raises, listing the tags that exist.
+    always raises, listing the tags that exist. A retired tag raises :class:`RetiredWeightsError`
+    unless ``retired`` (the trainer's view: its recipe and sha256, not weights to load).
     """
     arch, tag = split_model_name(name)
     cfgs = get_pretrained_cfgs(arch)
     if tag:
+        if tag in _retired[arch]:
+            if retired:
+                return _retired[arch][tag][0]
+            raise RetiredWeightsError(_retired_message(arch, tag))
         if tag not in cfgs:
             known = [f"{arch}.{t}" for t in cfgs]
             raise UnknownModelError(_unknown_message(

@@ -375,6 +375,49 @@ def test_init_from_names_weights_of_the_same_architecture_under_another_tag():
               plot=False)
 
 
+def test_a_recipe_from_retired_weights_retrains_them_first_and_ends_bit_for_bit_the_same(tmp_path, registered_base,
+                                                                                          capsys):
+    base, weights_file = registered_base
+    child = th.tiny_recipe(epochs=2, tag="child", init_from=f"{th.ARCH}.base")
+    hosted = train(child, tmp_path / "hosted", progress=False, plot=False)
+    # retire the base: its record stays, its file is gone, the child (hosted) continues from it
+    base_cfg = registry._pretrained[th.ARCH].pop("base")
+    weights_file.unlink()
+    registry.register_pretrained(th.ARCH, hosted.hub["cfg"])
+    registry.register_retired(th.ARCH, base_cfg, successor=f"{th.ARCH}.child")
+    try:
+        assert f"{th.ARCH}.base" not in dsnet_zoo.list_pretrained() and f"{th.ARCH}.child" in dsnet_zoo.list_pretrained()
+        with pytest.raises(dsnet_zoo.RetiredWeightsError, match=rf"dsnet-zoo train {th.ARCH}\.base --out DIR.*"
+                                                              rf"init_from='{th.ARCH}\.base' retrains them first"):
+            dsnet_zoo.create(f"{th.ARCH}.base", pretrained=True)
+        with pytest.raises(ValueError, match="already registered"):
+            registry.register_pretrained(th.ARCH, base_cfg)
+        with pytest.raises(ValueError, match="successor"):
+            registry.register_retired(th.ARCH, hosted.hub["cfg"].__class__(tag="other", sha256="0" * 64,
+                                                                           recipe=child.to_dict()),
+                                      successor=f"{th.ARCH}.nosuch")
+        # the child's recipe retrains the retired base first (bit for bit: same process, one recipe), then
+        # ends exactly where the run from the hosted base ended
+        logs: list[str] = []
+        again = train(child, tmp_path / "again", progress=False, plot=False, log=logs.append)
+        rerun = tmp_path / "again" / f"init_from-{th.ARCH}.base" / "hub" / base_cfg.filename
+        assert sha256_file(rerun) == base_cfg.sha256
+        assert again.hub["sha256"] == hosted.hub["sha256"]
+        assert any("bit for bit the published weights" in m for m in logs)
+        # interrupted and resumed, the child neither retrains the base again nor ends anywhere else
+        train(child, tmp_path / "i", progress=False, plot=False, stop_after=1, log=logs.append)
+        logs.clear()
+        resumed = train(child, tmp_path / "i", resume=True, progress=False, plot=False, log=logs.append)
+        assert resumed.hub["sha256"] == hosted.hub["sha256"]
+        assert not any("retraining" in m for m in logs) and any("bit for bit the published" in m for m in logs)
+        # `dsnet-zoo train ARCH.TAG` reruns a retired tag's recipe like any other
+        assert cli_main(["train", f"{th.ARCH}.base", "--out", str(tmp_path / "b"), "--print-recipe"]) == 0
+        assert json.loads(capsys.readouterr().out) == dict(base_cfg.recipe)
+    finally:
+        registry._retired[th.ARCH].pop("base", None)
+        registry._pretrained[th.ARCH].pop("child", None)
+
+
 def test_cli_init_from_goes_into_the_recipe(capsys):
     assert cli_main(["train", "hamnet_cifar10", "--out", "unused", "--init-from", "hamnet_cifar10.cpu_e18",
                      "--tag", "warm", "--print-recipe"]) == 0

@@ -99,7 +99,7 @@ def unregister() -> None:
     from dsnet_zoo.training import data as training_data
 
     for name in (ARCH, LINEAR_ARCH):
-        for table in (registry._entrypoints, registry._arch_meta, registry._pretrained):
+        for table in (registry._entrypoints, registry._arch_meta, registry._pretrained, registry._retired):
             table.pop(name, None)
     training_data._LOADERS.pop(DATASET, None)
 

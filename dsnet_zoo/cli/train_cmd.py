@@ -63,7 +63,7 @@ def resolve_recipe(args):
                 f"{', '.join('--' + k.replace('_', '-') for k in overrides) or '--recipe'} would change it. "
                 f"Train {arch} (no tag) with the options instead, or edit the recipe: "
                 f"dsnet-zoo train {args.name} --out X --print-recipe > r.json; dsnet-zoo train {arch} --recipe r.json ...")
-        cfg = get_pretrained_cfg(args.name)
+        cfg = get_pretrained_cfg(args.name, retired=True)  # a retired tag retrains like any other
         if not cfg.recipe:
             raise ValueError(f"{args.name} has no recorded recipe (weights of source {cfg.source!r}); "
                              f"train {arch} with the family's default recipe instead")

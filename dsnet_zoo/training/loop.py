@@ -46,9 +46,9 @@ from tqdm.auto import tqdm
 from .._api import create
 from ..evaluation.certify import certified_radii
 from ..evaluation.metrics import DEFAULT_CERT_EPS
-from ..hub import WeightsCfg, load_weights, write_hub_repo
+from ..hub import WeightsCfg, load_weights, sha256_file, write_hub_repo
 from ..layers.constrained_linear import load_normalizer_states, normalizer_states
-from ..registry import get_pretrained_cfg
+from ..registry import RetiredWeightsError, get_pretrained_cfg
 from ..utils import atomic_write_bytes, atomic_write_text, raise_if_interrupted, resolve_device
 from .. import distributed as ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input
@@ -413,11 +413,12 @@ def run_training(cfg: TrainConfig) -> TrainResult:
     if cfg.plot:
         _check_plot_available()
     env = ddp.env_info()
+    _check_run_dir(cfg)
+    init_file = _retrained_parent(cfg, env)
     dev = resolve_device(cfg.device, env.local_rank)
     dist_info = ddp.setup(dev)
     try:
-        _check_run_dir(cfg)
-        model, data = _build_model_and_data(cfg)
+        model, data = _build_model_and_data(cfg, init_file)
         if dist_info.is_main:  # written once the recipe's model and data are known to load
             _write_recipe(cfg)
         run = _build_run(cfg, dev, dist_info, model, data)
@@ -436,12 +437,51 @@ def _check_run_dir(cfg: TrainConfig) -> None:
                               "or choose another output folder")
 
 
-def _build_model_and_data(cfg: TrainConfig) -> tuple[nn.Module, TrainData]:
+def _retrained_parent(cfg: TrainConfig, env: ddp.DistInfo) -> Path | None:
+    """The weights file a recipe starting from *retired* weights starts from: their recipe rerun in
+    ``out_dir/init_from-<arch.tag>/`` (trained here unless a finished rerun is there; an interrupted one is
+    resumed), compared with the published sha256. ``None`` when the recipe has no ``init_from`` or its weights
+    are hosted (they are loaded hash-checked instead). Runs before the recipe seeds its generators, so the
+    run's own random draws are the same either way."""
+    name = cfg.recipe.init_from
+    if not name:
+        return None
+    try:
+        get_pretrained_cfg(name, required=True)
+        return None
+    except RetiredWeightsError:
+        parent = get_pretrained_cfg(name, retired=True)
+    run_dir = cfg.out_dir / f"init_from-{name}"
+    weights = run_dir / "hub" / parent.filename
+    if not weights.exists():
+        if env.enabled:
+            raise ValueError(f"{cfg.recipe.tag} starts from {name}, whose weights are retired (not hosted): train "
+                             f"them once on one process first, `dsnet-zoo train {name} --out {run_dir}`, then rerun "
+                             "this command")
+        cfg.log(f"{cfg.recipe.model}.{cfg.recipe.tag} starts from {name}, whose weights are retired (not hosted): "
+                f"retraining them from their recorded recipe in {run_dir} first")
+        train(parent.recipe, run_dir, data_dir=cfg.data_dir, device=cfg.device,
+              resume=(run_dir / CHECKPOINT).exists(), progress=cfg.progress, plot=cfg.plot, base_cfg=parent,
+              hub_repo_id=parent.hf_hub_id, log=cfg.log)
+    got = sha256_file(weights)
+    if env.is_main:
+        if got == parent.sha256:
+            cfg.log(f"the rerun of {name} in {run_dir} is bit for bit the published weights (sha256 {got[:12]}...)")
+        else:
+            cfg.log(f"warning: the rerun of {name} in {run_dir} has sha256 {got[:12]}..., the published weights "
+                    f"{parent.sha256[:12]}... (reruns are bit for bit only on CPU with OMP_NUM_THREADS=1 and the "
+                    f"same library versions); {cfg.recipe.tag} starts from the rerun")
+    return weights
+
+
+def _build_model_and_data(cfg: TrainConfig, init_file: Path | None = None) -> tuple[nn.Module, TrainData]:
     """Seed every generator, build the model (the first random draws), then load the data."""
     recipe = cfg.recipe
     _seed_all(recipe.seed)
     model = create(recipe.model, **dict(recipe.model_args))
-    if recipe.init_from:  # a warm restart: the tag's weights, hash-checked, replace the seeded initialisation
+    if init_file is not None:  # a warm restart from retired weights, retrained by _retrained_parent
+        load_weights(model, checkpoint_path=init_file)
+    elif recipe.init_from:  # a warm restart: the tag's weights, hash-checked, replace the seeded initialisation
         load_weights(model, get_pretrained_cfg(recipe.init_from, required=True))
     data = cfg.data if cfg.data is not None else load_train_data(recipe, cfg.data_dir)
     if data.task == "classification" and getattr(model, "num_classes", None) != data.num_classes:
