@@ -119,20 +119,22 @@ def _first_cycle(arch: str, classes: int, *, tag: str, sha256: str, recipe: dict
 
 def _warm_restart(parent: WeightsCfg, *, tag: str, sha256: str, epochs: int, clean: float, inverse_rel_error: float,
                   run_cpu_hours: float, **recipe_changes) -> WeightsCfg:
-    """The cfg of a second cosine cycle from ``parent`` (``init_from``: fresh optimizer, peak lr 0.05, ``epochs``
-    epochs; ``recipe_changes`` override more recipe fields), in its own hub folder ``<arch>-<tag>``. Its CPU-hours
-    add to the parent's."""
+    """The cfg of one more cosine cycle from ``parent`` (``init_from``: fresh optimizer, peak lr 0.05 unless
+    ``recipe_changes`` say otherwise, ``epochs`` epochs; ``recipe_changes`` override recipe fields), in its own
+    hub folder ``<arch>-<tag>``. Its CPU-hours add to the parent's."""
     arch, classes = parent.recipe["model"], parent.num_classes
     recipe = {**parent.recipe, "epochs": epochs, "init_from": f"{arch}.{parent.tag}", "lr": 0.05, "tag": tag,
               **recipe_changes}
     wd, parent_wd = (f"{r['weight_decay']:.0e}".replace("e-0", "e-") for r in (recipe, parent.recipe))
     changes = f", weight decay {wd} instead of {parent_wd}" if wd != parent_wd else ""
+    if recipe["label_smoothing"] != parent.recipe["label_smoothing"]:
+        changes += f", label smoothing {recipe['label_smoothing']:g} instead of {parent.recipe['label_smoothing']:g}"
     total = round(parent.metrics["training_cpu_hours"] + run_cpu_hours, 2)
     return _cifar_cfg(
         arch, classes, repo=f"{arch}-{tag}", tag=tag, sha256=sha256, recipe=recipe,
         model_args=parent.model_args, num_params=parent.num_params,
         description=(f"{_LAYOUT[arch]}. {arch}.{parent.tag} ({parent.recipe['epochs']} epochs) trained {epochs} more "
-                     f"epochs from its weights (a warm restart: fresh optimizer, peak lr 0.05, cosine{changes}) on the "
+                     f"epochs from its weights (a warm restart: fresh optimizer, peak lr {recipe['lr']:g}, cosine{changes}) on the "
                      f"real CIFAR-{classes} train split ({_TRAIN_SET[classes]}) with cross-entropy on one CPU thread "
                      f"({run_cpu_hours:.2f} CPU-hours, {total:.2f} with the parent run); measured on "
                      f"{_TEST_SET[classes]}."),
