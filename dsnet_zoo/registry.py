@@ -29,6 +29,7 @@ __all__ = [
     "register_model",
     "register_pretrained",
     "register_retired",
+    "retired_successor",
     "split_model_name",
     "list_models",
     "list_pretrained",
@@ -170,6 +171,13 @@ def register_retired(arch: str, cfg: WeightsCfg, *, successor: str) -> WeightsCf
     cfg = replace(cfg, architecture=arch)
     _retired[arch][cfg.tag] = (cfg, successor)
     return cfg
+
+
+def retired_successor(name: str) -> str | None:
+    """For a retired ``arch.tag``, the registered tag continuing from it; ``None`` for any other name."""
+    arch, tag = split_model_name(name)
+    entry = _retired.get(arch, {}).get(tag)
+    return entry[1] if entry else None
 
 
 def _retired_message(arch: str, tag: str) -> str:

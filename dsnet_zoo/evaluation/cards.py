@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hub.repo import arch_family, card_metadata, card_tags, eval_result, render_card
-from ..registry import UnknownModelError, get_pretrained_cfg
+from ..registry import UnknownModelError, get_pretrained_cfg, retired_successor
 from ..utils import atomic_write_text
 from .regression import REGRESSION_METRICS
 from .report import REGRESSION_COLUMNS, merge_results, table_order, threat_order
@@ -95,7 +95,8 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
     regression = first["task"] == "regression"
     lip = first["lipschitz"]
     cfg = _registered_cfg(name)
-    same = cfg is not None and cfg.sha256 == first["weights_sha256"]
+    successor = retired_successor(name)
+    same = cfg is not None and cfg.sha256 == first["weights_sha256"] and not successor  # retired: no origin to link
     data = card_metadata(name=name, task=first["task"], license=first.get("license"),
                          origin=cfg.origin if same else None, datasets=[row["dataset"] for row in rows],
                          tags=card_tags(task=first["task"], certified=lip.get("bound") is not None,
@@ -105,6 +106,10 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
              f"Architecture `{first.get('model')}`, weights tag `{first.get('tag')}`"
              + (f", produced by {first['source']}" if first.get("source") else "")
              + (f", trained on `{first['trained_on']}`" if first.get("trained_on") else "") + ".", ""]
+    if successor:
+        lines += [f"**Retired weights**: no longer hosted; `{successor}` continues from them. `dsnet-zoo train {name} "
+                  "--out DIR` retrains them from their recorded recipe (a recipe starting from them does it by itself).",
+                  ""]
     lines += [f"- weights sha256: `{first.get('weights_sha256')}`",
               f"- parameters: {first.get('num_params'):,}" if first.get("num_params") else "- parameters: unknown"]
     if not regression:
@@ -125,7 +130,7 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
 
 def _registered_cfg(name: str):
     try:
-        return get_pretrained_cfg(name)
+        return get_pretrained_cfg(name, retired=True)
     except UnknownModelError:
         return None
 

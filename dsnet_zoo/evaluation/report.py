@@ -19,7 +19,7 @@ import textwrap
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..registry import UnknownModelError, arch_info, get_pretrained_cfg, split_model_name
+from ..registry import UnknownModelError, arch_info, get_pretrained_cfg, retired_successor, split_model_name
 from .metrics import DEFAULT_CERT_EPS, format_eps, parse_eps
 from .regression import REGRESSION_METRICS
 from .runner import SCHEMA, atomic_write_text
@@ -338,11 +338,12 @@ def _values(row: dict[str, Any], metric: str, keys: Iterable[str], scale: float)
 
 def _registry_info(name: str) -> dict[str, Any]:
     try:
-        cfg = get_pretrained_cfg(name)
+        cfg = get_pretrained_cfg(name, retired=True)
         family = arch_info(split_model_name(name)[0]).get("family")
     except UnknownModelError:
         return {"link": None, "family": None}
-    return {"link": cfg.origin if cfg is not None else None, "family": family}
+    hosted = cfg is not None and not retired_successor(name)
+    return {"link": cfg.origin if hosted else None, "family": family}
 
 
 def leaderboard_json(results: list[dict[str, Any]]) -> dict[str, Any]:
