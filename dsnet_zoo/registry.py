@@ -153,7 +153,8 @@ def register_retired(arch: str, cfg: WeightsCfg, *, successor: str) -> WeightsCf
 
     ``cfg`` is the record as it was registered while hosted (its recipe reruns them; its sha256 and metrics
     are what that run gave); ``successor`` is the registered ``arch.tag`` whose recipe starts from them
-    (``init_from``), the reason they were retired rather than dropped. Retired tags are not listed and do not
+    (``init_from``), the reason they were retired rather than dropped; it may be retired itself (a chain of
+    warm restarts keeps only its last weights hosted). Retired tags are not listed and do not
     load (:class:`RetiredWeightsError`); ``get_pretrained_cfg(name, retired=True)`` returns them for training.
     """
     if arch not in _entrypoints:
@@ -166,8 +167,9 @@ def register_retired(arch: str, cfg: WeightsCfg, *, successor: str) -> WeightsCf
         raise ValueError(f"{arch}.{cfg.tag}: only weights with a recorded recipe and sha256 can be retired "
                          "(nothing else could bring them back)")
     s_arch, s_tag = split_model_name(successor)
-    if s_arch != arch or s_tag not in _pretrained[arch]:
-        raise ValueError(f"successor {successor!r} must be a registered tag of {arch} (register it first)")
+    if s_arch != arch or (s_tag not in _pretrained[arch] and s_tag not in _retired[arch]):
+        raise ValueError(f"successor {successor!r} must be a registered (or retired) tag of {arch}; register it "
+                         "first")
     cfg = replace(cfg, architecture=arch)
     _retired[arch][cfg.tag] = (cfg, successor)
     return cfg
@@ -180,12 +182,20 @@ def retired_successor(name: str) -> str | None:
     return entry[1] if entry else None
 
 
+def _hosted_end(name: str) -> str:
+    while (nxt := retired_successor(name)) is not None:
+        name = nxt
+    return name
+
+
 def _retired_message(arch: str, tag: str) -> str:
     cfg, successor = _retired[arch][tag]
     name = f"{arch}.{tag}"
     return (f"{name} is retired: its weights are on record (recipe, sha256 {cfg.sha256[:12]}..., measurements) "
-            f"but no longer hosted; {successor} continues from them and is hosted "
-            f"(create('{successor}', pretrained=True)). `dsnet-zoo train {name} --out DIR` retrains them from "
+            f"but no longer hosted; {successor} continues from them"
+            + (f" (retired too; {_hosted_end(successor)} is the chain's hosted end)" if split_model_name(successor)[1]
+               in _retired[arch] else f" and is hosted (create('{successor}', pretrained=True))")
+            + f". `dsnet-zoo train {name} --out DIR` retrains them from "
             f"their recipe (bit for bit on CPU with OMP_NUM_THREADS=1 and the same library versions), and a "
             f"recipe with init_from='{name}' retrains them first by itself.")
 

@@ -162,11 +162,13 @@ def _table_title(rows: list[dict[str, Any]]) -> str:
 
 
 def _labels(merged: dict) -> dict[tuple, str]:
-    """Row label: ``arch.tag``, plus the weights' sha256 prefix when results of several weights exist."""
+    """Row label: ``arch.tag``, plus the weights' sha256 prefix when results of several weights exist, and
+    ``(retired)`` for weights no longer hosted (their card names the successor)."""
     shas: dict[str, set] = {}
     for k in merged:
         shas.setdefault(k[0], set()).add(k[1])
-    return {k: k[0] if len(shas[k[0]]) == 1 else f"{k[0]} (weights {k[1][:8] or 'unknown'})" for k in merged}
+    return {k: (k[0] if len(shas[k[0]]) == 1 else f"{k[0]} (weights {k[1][:8] or 'unknown'})")
+            + (" (retired)" if retired_successor(k[0]) else "") for k in merged}
 
 
 def _pct(v: Any) -> str:

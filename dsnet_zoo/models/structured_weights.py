@@ -13,12 +13,13 @@ of reconstructing real test images from their features with ``model.inverse`` (t
 from __future__ import annotations
 
 from ..hub import WeightsCfg
-from ..registry import register_pretrained
+from ..registry import register_pretrained, register_retired
 from . import hamnet, vpnet  # noqa: F401  (registers the architectures first)
 from .hamnet import CIFAR_MEAN, CIFAR_STD
 
 __all__ = ["HAMNET_CIFAR10_DEFAULT", "VPNET_CIFAR10_DEFAULT", "HAMNET_CIFAR10_CPU_E18", "VPNET_CIFAR10_CPU_E15",
-           "HAMNET_CIFAR100_DEFAULT", "VPNET_CIFAR100_DEFAULT", "HAMNET_CIFAR100_CPU_E22", "VPNET_CIFAR100_CPU_E19"]
+           "HAMNET_CIFAR100_DEFAULT", "VPNET_CIFAR100_DEFAULT", "HAMNET_CIFAR100_CPU_E22", "VPNET_CIFAR100_CPU_E19",
+           "HAMNET_CIFAR100_CPU_E22_R12"]
 
 
 
@@ -130,13 +131,14 @@ def _warm_restart(parent: WeightsCfg, *, tag: str, sha256: str, epochs: int, cle
     if recipe["label_smoothing"] != parent.recipe["label_smoothing"]:
         changes += f", label smoothing {recipe['label_smoothing']:g} instead of {parent.recipe['label_smoothing']:g}"
     total = round(parent.metrics["training_cpu_hours"] + run_cpu_hours, 2)
+    before = "runs before it" if parent.recipe.get("init_from") else "parent run"
     return _cifar_cfg(
         arch, classes, repo=f"{arch}-{tag}", tag=tag, sha256=sha256, recipe=recipe,
         model_args=parent.model_args, num_params=parent.num_params,
         description=(f"{_LAYOUT[arch]}. {arch}.{parent.tag} ({parent.recipe['epochs']} epochs) trained {epochs} more "
                      f"epochs from its weights (a warm restart: fresh optimizer, peak lr {recipe['lr']:g}, cosine{changes}) on the "
                      f"real CIFAR-{classes} train split ({_TRAIN_SET[classes]}) with cross-entropy on one CPU thread "
-                     f"({run_cpu_hours:.2f} CPU-hours, {total:.2f} with the parent run); measured on "
+                     f"({run_cpu_hours:.2f} CPU-hours, {total:.2f} with the {before}); measured on "
                      f"{_TEST_SET[classes]}."),
         metrics=_metrics(classes, clean, inverse_rel_error, total))
 
@@ -177,14 +179,21 @@ HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _warm_restart(
 VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _warm_restart(
     _VPNET_CIFAR10_E15, tag="cpu_e15_r15", sha256="383744cdae82cbb4fa4eefd9593eb736a358162e01cc2668a3d702d927e7f46f",
     epochs=15, clean=89.51, inverse_rel_error=5.146300924279552e-14, run_cpu_hours=1.03))
-HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _warm_restart(
+_HAMNET_CIFAR100_R12 = _warm_restart(
     _HAMNET_CIFAR100_E22, tag="cpu_e22_r12", sha256="85dcd15855943f51925803237b03e40789e1da1442e80c02f14dca5759286515",
-    epochs=12, clean=63.67, inverse_rel_error=1.0059875748114935e-12, run_cpu_hours=0.83, weight_decay=0.001))
+    epochs=12, clean=63.67, inverse_rel_error=1.0059875748114935e-12, run_cpu_hours=0.83, weight_decay=0.001)
+HAMNET_CIFAR100_DEFAULT = register_pretrained("hamnet_cifar100", _warm_restart(
+    _HAMNET_CIFAR100_R12, tag="cpu_e22_r12_r12",
+    sha256="da4710065e3e1592810cdb2ba8f923d799159246bd7f8cb8860445ed93224ec9", epochs=12, clean=66.05,
+    inverse_rel_error=1.5155702251274108e-12, run_cpu_hours=0.80, weight_decay=0.002, label_smoothing=0.2))
 VPNET_CIFAR100_DEFAULT = register_pretrained("vpnet_cifar100", _warm_restart(
     _VPNET_CIFAR100_E19, tag="cpu_e19_r10", sha256="8e33c6f2f7279a40137f9bcccee52fd3a3bdabf79a363b2b35e607f9f784c324",
     epochs=10, clean=65.04, inverse_rel_error=4.467676004207476e-13, run_cpu_hours=0.86, weight_decay=0.001))
 
 HAMNET_CIFAR10_CPU_E18 = register_pretrained("hamnet_cifar10", _HAMNET_CIFAR10_E18)
 VPNET_CIFAR10_CPU_E15 = register_pretrained("vpnet_cifar10", _VPNET_CIFAR10_E15)
-HAMNET_CIFAR100_CPU_E22 = register_pretrained("hamnet_cifar100", _HAMNET_CIFAR100_E22)
+HAMNET_CIFAR100_CPU_E22_R12 = register_retired("hamnet_cifar100", _HAMNET_CIFAR100_R12,
+                                              successor="hamnet_cifar100.cpu_e22_r12_r12")
+HAMNET_CIFAR100_CPU_E22 = register_retired("hamnet_cifar100", _HAMNET_CIFAR100_E22,
+                                           successor="hamnet_cifar100.cpu_e22_r12")
 VPNET_CIFAR100_CPU_E19 = register_pretrained("vpnet_cifar100", _VPNET_CIFAR100_E19)
