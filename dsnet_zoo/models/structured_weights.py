@@ -196,4 +196,4 @@ HAMNET_CIFAR100_CPU_E22_R12 = register_retired("hamnet_cifar100", _HAMNET_CIFAR1
                                               successor="hamnet_cifar100.cpu_e22_r12_r12")
 HAMNET_CIFAR100_CPU_E22 = register_retired("hamnet_cifar100", _HAMNET_CIFAR100_E22,
                                            successor="hamnet_cifar100.cpu_e22_r12")
-VPNET_CIFAR100_CPU_E19 = register_pretrained("vpnet_cifar100", _VPNET_CIFAR100_E19)
+VPNET_CIFAR100_CPU_E19 = register_retired("vpnet_cifar100", _VPNET_CIFAR100_E19, successor="vpnet_cifar100.cpu_e19_r10")
