@@ -2,8 +2,10 @@
 ``dsnet-zoo train`` on the real CIFAR-10 and CIFAR-100 train splits on a 2-core CPU (one thread per run, two runs
 side by side).
 
-The files live in the checkout's ``hub/dsnet-zoo/<arch>/`` (an architecture's first tag) and
-``hub/dsnet-zoo/<arch>-<tag>/`` (later tags) in Hugging Face repo layout, pinned by their sha256.
+Each tag has its Hub repo, ``dsnet-zoo/<arch>`` (an architecture's first tag) or ``dsnet-zoo/<arch>-<tag>`` (later
+tags), pinned by its sha256. Only the last weights of each chain of warm restarts are hosted (in the checkout's
+``hub/``, Hugging Face repo layout); the earlier tags are retired (:func:`~dsnet_zoo.registry.register_retired`):
+their records stay and a recipe starting from them retrains them first.
 ``dsnet-zoo train ARCH.TAG --out DIR`` reruns the recorded recipe (bit for bit on CPU with one thread,
 ``OMP_NUM_THREADS=1``, and the same library versions). ``model_args`` are written out in full (the runs used the
 architectures' defaults, which equal them), so a later change of the defaults cannot change what these weights
@@ -19,7 +21,7 @@ from .hamnet import CIFAR_MEAN, CIFAR_STD
 
 __all__ = ["HAMNET_CIFAR10_DEFAULT", "VPNET_CIFAR10_DEFAULT", "HAMNET_CIFAR10_CPU_E18", "VPNET_CIFAR10_CPU_E15",
            "HAMNET_CIFAR100_DEFAULT", "VPNET_CIFAR100_DEFAULT", "HAMNET_CIFAR100_CPU_E22", "VPNET_CIFAR100_CPU_E19",
-           "HAMNET_CIFAR100_CPU_E22_R12"]
+           "HAMNET_CIFAR100_CPU_E22_R12", "HAMNET_CIFAR10_CPU_E18_R18"]
 
 
 
@@ -153,8 +155,8 @@ _RECIPE_HAMNET_CIFAR100 = {**_RECIPE_HAMNET_CIFAR10, **_CIFAR100, "model": "hamn
 _RECIPE_VPNET_CIFAR100 = {**_RECIPE_VPNET_CIFAR10, **_CIFAR100, "model": "vpnet_cifar100", "epochs": 19,
                           "tag": "cpu_e19"}
 
-# the first cycles; registered after the second cycles that start from them (the first registered tag is an
-# architecture's default) and kept loadable, so the second cycles' recipes stay rerunnable
+# the first cycles; the tags continuing from them are registered first (the first registered tag is an
+# architecture's default, and a retired tag names a registered successor)
 _HAMNET_CIFAR10_E18 = _first_cycle(
     "hamnet_cifar10", 10, tag="cpu_e18", sha256="1b1ccbe885f82197fa3148ea97429f8f7817061725f08cffb9409176a5d1dacd",
     recipe=_RECIPE_HAMNET_CIFAR10, model_args=_HAMNET_ARGS, clean=86.56, inverse_rel_error=1.9129871222973154e-14,
@@ -172,10 +174,15 @@ _VPNET_CIFAR100_E19 = _first_cycle(
     recipe=_RECIPE_VPNET_CIFAR100, model_args=_VPNET_ARGS, clean=64.09, inverse_rel_error=9.26797045444219e-14,
     cpu_hours=1.34, num_params=1937646, layout_suffix=" and recipe")
 
-# the default tags: second cosine cycles (warm restarts); on CIFAR-100 with twice the weight decay
-HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _warm_restart(
+# the warm restarts (further cosine cycles); the default tags, hosted, are the last of each chain: HamNet's
+# third cycles (stronger regularisation), VPNet's second (its CIFAR-10 third cycle scored lower, not shipped)
+_HAMNET_CIFAR10_R18 = _warm_restart(
     _HAMNET_CIFAR10_E18, tag="cpu_e18_r18", sha256="3c16dbb5dfa4fcdb2226364e6e3efe303b26d01f52172d7614fbdde2ddeb9d91",
-    epochs=18, clean=88.83, inverse_rel_error=9.151330132146829e-14, run_cpu_hours=1.02))
+    epochs=18, clean=88.83, inverse_rel_error=9.151330132146829e-14, run_cpu_hours=1.02)
+HAMNET_CIFAR10_DEFAULT = register_pretrained("hamnet_cifar10", _warm_restart(
+    _HAMNET_CIFAR10_R18, tag="cpu_e18_r18_r8",
+    sha256="8e8b4e6510ed73aff88f2f03ac9fafdb45624fa41bcd14e976db8535d609b976", epochs=8, clean=88.89,
+    inverse_rel_error=2.3367150984980396e-13, run_cpu_hours=0.47, lr=0.02, weight_decay=0.001, label_smoothing=0.2))
 VPNET_CIFAR10_DEFAULT = register_pretrained("vpnet_cifar10", _warm_restart(
     _VPNET_CIFAR10_E15, tag="cpu_e15_r15", sha256="383744cdae82cbb4fa4eefd9593eb736a358162e01cc2668a3d702d927e7f46f",
     epochs=15, clean=89.51, inverse_rel_error=5.146300924279552e-14, run_cpu_hours=1.03))
@@ -190,8 +197,11 @@ VPNET_CIFAR100_DEFAULT = register_pretrained("vpnet_cifar100", _warm_restart(
     _VPNET_CIFAR100_E19, tag="cpu_e19_r10", sha256="8e33c6f2f7279a40137f9bcccee52fd3a3bdabf79a363b2b35e607f9f784c324",
     epochs=10, clean=65.04, inverse_rel_error=4.467676004207476e-13, run_cpu_hours=0.86, weight_decay=0.001))
 
-HAMNET_CIFAR10_CPU_E18 = register_pretrained("hamnet_cifar10", _HAMNET_CIFAR10_E18)
-VPNET_CIFAR10_CPU_E15 = register_pretrained("vpnet_cifar10", _VPNET_CIFAR10_E15)
+# retired: on record, no longer hosted; each names the tag that continues from it
+HAMNET_CIFAR10_CPU_E18_R18 = register_retired("hamnet_cifar10", _HAMNET_CIFAR10_R18,
+                                             successor="hamnet_cifar10.cpu_e18_r18_r8")
+HAMNET_CIFAR10_CPU_E18 = register_retired("hamnet_cifar10", _HAMNET_CIFAR10_E18, successor="hamnet_cifar10.cpu_e18_r18")
+VPNET_CIFAR10_CPU_E15 = register_retired("vpnet_cifar10", _VPNET_CIFAR10_E15, successor="vpnet_cifar10.cpu_e15_r15")
 HAMNET_CIFAR100_CPU_E22_R12 = register_retired("hamnet_cifar100", _HAMNET_CIFAR100_R12,
                                               successor="hamnet_cifar100.cpu_e22_r12_r12")
 HAMNET_CIFAR100_CPU_E22 = register_retired("hamnet_cifar100", _HAMNET_CIFAR100_E22,
