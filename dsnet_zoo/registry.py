@@ -170,6 +170,11 @@ def register_retired(arch: str, cfg: WeightsCfg, *, successor: str) -> WeightsCf
     if s_arch != arch or (s_tag not in _pretrained[arch] and s_tag not in _retired[arch]):
         raise ValueError(f"successor {successor!r} must be a registered (or retired) tag of {arch}; register it "
                          "first")
+    succ = _pretrained[arch][s_tag] if s_tag in _pretrained[arch] else _retired[arch][s_tag][0]
+    if (succ.recipe or {}).get("init_from") != f"{arch}.{cfg.tag}":
+        raise ValueError(f"successor {successor!r} does not start from {arch}.{cfg.tag} (its recipe's init_from is "
+                         f"{(succ.recipe or {}).get('init_from')!r}); only weights another tag continues from are "
+                         "retired, any others are removed with their registration")
     cfg = replace(cfg, architecture=arch)
     _retired[arch][cfg.tag] = (cfg, successor)
     return cfg

@@ -386,16 +386,18 @@ def test_a_recipe_from_retired_weights_retrains_them_first_and_ends_bit_for_bit_
     registry.register_pretrained(th.ARCH, hosted.hub["cfg"])
     registry.register_retired(th.ARCH, base_cfg, successor=f"{th.ARCH}.child")
     try:
-        assert f"{th.ARCH}.base" not in dsnet_zoo.list_pretrained() and f"{th.ARCH}.child" in dsnet_zoo.list_pretrained()
+        listed = dsnet_zoo.list_pretrained()
+        assert f"{th.ARCH}.base" not in listed and f"{th.ARCH}.child" in listed
         with pytest.raises(dsnet_zoo.RetiredWeightsError, match=rf"dsnet-zoo train {th.ARCH}\.base --out DIR.*"
                                                               rf"init_from='{th.ARCH}\.base' retrains them first"):
             dsnet_zoo.create(f"{th.ARCH}.base", pretrained=True)
         with pytest.raises(ValueError, match="already registered"):
             registry.register_pretrained(th.ARCH, base_cfg)
+        other = hosted.hub["cfg"].__class__(tag="other", sha256="0" * 64, recipe=child.to_dict())
         with pytest.raises(ValueError, match="successor"):
-            registry.register_retired(th.ARCH, hosted.hub["cfg"].__class__(tag="other", sha256="0" * 64,
-                                                                           recipe=child.to_dict()),
-                                      successor=f"{th.ARCH}.nosuch")
+            registry.register_retired(th.ARCH, other, successor=f"{th.ARCH}.nosuch")
+        with pytest.raises(ValueError, match=rf"does not start from {th.ARCH}\.other"):
+            registry.register_retired(th.ARCH, other, successor=f"{th.ARCH}.child")
         # the child's recipe retrains the retired base first (bit for bit: same process, one recipe), then
         # ends exactly where the run from the hosted base ended
         logs: list[str] = []

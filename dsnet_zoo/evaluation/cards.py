@@ -108,8 +108,8 @@ def model_card(name: str, rows: list[dict[str, Any]]) -> str:
              + (f", trained on `{first['trained_on']}`" if first.get("trained_on") else "") + ".", ""]
     if successor:
         lines += [f"**Retired weights**: no longer hosted; `{successor}` continues from them. `dsnet-zoo train {name} "
-                  "--out DIR` retrains them from their recorded recipe (a recipe starting from them does it by itself).",
-                  ""]
+                  "--out DIR` retrains them from their recorded recipe (a recipe starting from them does it by "
+                  "itself).", ""]
     lines += [f"- weights sha256: `{first.get('weights_sha256')}`",
               f"- parameters: {first.get('num_params'):,}" if first.get("num_params") else "- parameters: unknown"]
     if not regression:

@@ -138,8 +138,8 @@ def _warm_restart(parent: WeightsCfg, *, tag: str, sha256: str, epochs: int, cle
         arch, classes, repo=f"{arch}-{tag}", tag=tag, sha256=sha256, recipe=recipe,
         model_args=parent.model_args, num_params=parent.num_params,
         description=(f"{_LAYOUT[arch]}. {arch}.{parent.tag} ({parent.recipe['epochs']} epochs) trained {epochs} more "
-                     f"epochs from its weights (a warm restart: fresh optimizer, peak lr {recipe['lr']:g}, cosine{changes}) on the "
-                     f"real CIFAR-{classes} train split ({_TRAIN_SET[classes]}) with cross-entropy on one CPU thread "
+                     f"epochs from its weights (a warm restart: fresh optimizer, peak lr {recipe['lr']:g}, "
+                     f"cosine{changes}) on the real CIFAR-{classes} train split ({_TRAIN_SET[classes]}) with cross-entropy on one CPU thread "
                      f"({run_cpu_hours:.2f} CPU-hours, {total:.2f} with the {before}); measured on "
                      f"{_TEST_SET[classes]}."),
         metrics=_metrics(classes, clean, inverse_rel_error, total))
