@@ -54,74 +54,51 @@ _RECIPE_10 = {
     "weight_decay": 0.0
 }
 
-LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", WeightsCfg(
-    tag='cpu_e100',
-    hf_hub_id="dsnet-zoo/lipnet_cifar10",
-    sha256='c7a79740d4653673872bf60ec090ac10f69d62dd48253f47e7d6407466698ddb',
-    num_classes=10,
-    input_size=(3, 32, 32),
-    input_range=(0.0, 1.0),
-    norm_mean=CIFAR10_MEAN,  # subtracted inside the model
-    dataset='cifar10-full',
-    recipe=_RECIPE_10,
-    model_args={'cert_every': 50},
-    license="MIT",
-    source="dsnet_zoo",
-    origin="hub/dsnet-zoo/lipnet_cifar10 (this repository)",
-    description=("The zoo's certified CIFAR-10 flagship (LipFlowNet: pixel unshuffle, conv and dense gradient-flow "
-                 'steps x - h A^T relu(A x + b), 1-Lipschitz lifts and head; certified L2 Lipschitz bound <= 1 in '
-                 'pixel space). Trained 100 epochs on the real CIFAR-10 train split (cifar10-full: 49,904 of the 50,000'
-                 ' official train images, exact pixels) with certified cross-entropy on one CPU thread (1.24 CPU-'
-                 'hours); measured on CIFAR-10 test, 9,977 of 10,000 images (exact pixels).'),
-    metrics={
-        "cifar10-full": {
-            "certified_l2_1": 1.43,
-            "certified_l2_108/255": 26.33,
-            "certified_l2_36/255": 53.42,
-            "certified_l2_72/255": 38.95,
-            "clean": 68.52
-        },
-        "evaluated_on": "CIFAR-10 test, 9,977 of 10,000 images (exact pixels)",
-        "lipschitz_bound": 0.9999960037559203,
-        "training_cpu_hours": 1.24
-    },
-    num_params=2732208,
-))
+_LAYOUT = ('LipFlowNet: pixel unshuffle, conv and dense gradient-flow steps x - h A^T relu(A x + b), 1-Lipschitz '
+           'lifts and head; certified L2 Lipschitz bound <= 1 in pixel space')
+_TRAIN_SET = {10: "cifar10-full: 49,904 of the 50,000 official train images, exact pixels",
+              100: "cifar100-full: all 50,000 official train images, exact pixels"}
+_TEST_SET = {10: "CIFAR-10 test, 9,977 of 10,000 images (exact pixels)",
+             100: "CIFAR-100 test, all 10,000 images (exact pixels)"}
+_MEAN = {10: CIFAR10_MEAN, 100: CIFAR100_MEAN}
+
+
+def _flagship_cfg(classes: int, *, tag: str, sha256: str, recipe: dict, training: str, certified: dict,
+                  clean: float, lipschitz_bound: float, cpu_hours: float, num_params: int,
+                  repo: str | None = None) -> WeightsCfg:
+    """The cfg of a ``lipnet_cifar<classes>`` tag: inputs in [0, 1] (mean subtracted inside the model), MIT weights
+    of this repository's ``hub/dsnet-zoo/<repo>`` (``<arch>`` for the first tag, ``<arch>-<tag>`` for later ones);
+    ``training`` says how they were trained (a sentence fragment for the description), ``certified`` maps
+    radii (``'36/255'``, ...) to certified accuracy in % on the full test set, ``cpu_hours`` counts every run
+    the weights come from."""
+    arch = f"lipnet_cifar{classes}"
+    repo = repo or arch
+    return WeightsCfg(
+        tag=tag, hf_hub_id=f"dsnet-zoo/{repo}", sha256=sha256, num_classes=classes, input_size=(3, 32, 32),
+        input_range=(0.0, 1.0), norm_mean=_MEAN[classes],  # subtracted inside the model
+        dataset=f"cifar{classes}-full", recipe=recipe, model_args=dict(recipe["model_args"]), license="MIT",
+        source="dsnet_zoo", origin=f"hub/dsnet-zoo/{repo} (this repository)",
+        description=(f"The zoo's certified CIFAR-{classes} flagship ({_LAYOUT}). {training} on the real "
+                     f"CIFAR-{classes} train split ({_TRAIN_SET[classes]}) with certified cross-entropy on one CPU "
+                     f"thread ({cpu_hours:.2f} CPU-hours); measured on {_TEST_SET[classes]}."),
+        metrics={f"cifar{classes}-full": {**{f"certified_l2_{r}": a for r, a in certified.items()}, "clean": clean},
+                 "evaluated_on": _TEST_SET[classes], "lipschitz_bound": lipschitz_bound,
+                 "training_cpu_hours": cpu_hours},
+        num_params=num_params)
+
+
+LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _flagship_cfg(
+    10, tag="cpu_e100", sha256="c7a79740d4653673872bf60ec090ac10f69d62dd48253f47e7d6407466698ddb",
+    recipe=_RECIPE_10, training="Trained 100 epochs",
+    certified={"1": 1.43, "108/255": 26.33, "36/255": 53.42, "72/255": 38.95}, clean=68.52,
+    lipschitz_bound=0.9999960037559203, cpu_hours=1.24, num_params=2732208))
 
 # the CIFAR-100 flagship's recipe differs from the CIFAR-10 one only in these fields
 _RECIPE_100 = {**_RECIPE_10, "model": "lipnet_cifar100", "dataset": "cifar100-full", "eval_dataset": "cifar100-full",
                "epochs": 100, "tag": "cpu_e100"}
 
-LIPNET_CIFAR100_DEFAULT = register_pretrained("lipnet_cifar100", WeightsCfg(
-    tag='cpu_e100',
-    hf_hub_id="dsnet-zoo/lipnet_cifar100",
-    sha256='522557f085474ee4ab6ce5c20e9048470196ac0bc1399dd77a32042474fb5972',
-    num_classes=100,
-    input_size=(3, 32, 32),
-    input_range=(0.0, 1.0),
-    norm_mean=CIFAR100_MEAN,  # subtracted inside the model
-    dataset='cifar100-full',
-    recipe=_RECIPE_100,
-    model_args={'cert_every': 50},
-    license="MIT",
-    source="dsnet_zoo",
-    origin="hub/dsnet-zoo/lipnet_cifar100 (this repository)",
-    description=("The zoo's certified CIFAR-100 flagship (LipFlowNet: pixel unshuffle, conv and dense gradient-flow "
-                 'steps x - h A^T relu(A x + b), 1-Lipschitz lifts and head; certified L2 Lipschitz bound <= 1 in '
-                 'pixel space). Trained 100 epochs on the real CIFAR-100 train split (cifar100-full: all 50,000 '
-                 'official train images, exact pixels) with certified cross-entropy on one CPU thread (1.26 CPU-'
-                 'hours); measured on CIFAR-100 test, all 10,000 images (exact pixels).'),
-    metrics={
-        "cifar100-full": {
-            "certified_l2_1": 1.36,
-            "certified_l2_108/255": 11.63,
-            "certified_l2_36/255": 24.8,
-            "certified_l2_72/255": 16.74,
-            "clean": 35.63
-        },
-        "evaluated_on": "CIFAR-100 test, all 10,000 images (exact pixels)",
-        "lipschitz_bound": 0.9999959992078203,
-        "training_cpu_hours": 1.26
-    },
-    num_params=2778378,
-))
+LIPNET_CIFAR100_DEFAULT = register_pretrained("lipnet_cifar100", _flagship_cfg(
+    100, tag="cpu_e100", sha256="522557f085474ee4ab6ce5c20e9048470196ac0bc1399dd77a32042474fb5972",
+    recipe=_RECIPE_100, training="Trained 100 epochs",
+    certified={"1": 1.36, "108/255": 11.63, "36/255": 24.8, "72/255": 16.74}, clean=35.63,
+    lipschitz_bound=0.9999959992078203, cpu_hours=1.26, num_params=2778378))
