@@ -30,7 +30,7 @@ def test_the_sir_set_is_the_held_out_split_of_the_recipe():
     with pytest.raises(ValueError, match="unknown regression set"):
         load_regression_set("lorenz")
     assert is_regression_model(cfg)
-    assert not is_regression_model(get_pretrained_cfg("lipnet_cifar10.cpu_e100"))
+    assert not is_regression_model(get_pretrained_cfg("lipnet_cifar10"))
 
 
 def test_massnet_mse_and_conserved_sum_are_measured(tmp_path):

@@ -1,20 +1,22 @@
 """The zoo's own certified flagship weights: ``lipnet_cifar10`` and ``lipnet_cifar100`` (:class:`~dsnet_zoo.models.lipflow.LipFlowNet`),
 trained by ``dsnet-zoo train`` on the real CIFAR train splits on a 2-core CPU (one thread per run).
 
-The files live in the checkout's ``hub/dsnet-zoo/<arch>/`` (Hugging Face repo layout) and are pinned by
-their sha256 (the repos do not exist on the Hub yet, so there is no commit revision to pin: the sha256 is
-the pin). ``dsnet-zoo train ARCH.TAG --out DIR`` reruns the recorded recipe (bit for bit on CPU with one
+The files live in the checkout's ``hub/dsnet-zoo/<repo>/`` (Hugging Face repo layout; ``<repo>`` is ``<arch>`` for
+an architecture's first tag, ``<arch>-<tag>`` for a later one) and are pinned by their sha256 (the repos do not exist
+on the Hub yet, so there is no commit revision to pin: the sha256 is the pin). Only the last weights of a chain of
+warm restarts are hosted; the earlier tags are retired (:func:`~dsnet_zoo.registry.register_retired`): their
+records stay, and a recipe starting from them retrains them first. ``dsnet-zoo train ARCH.TAG --out DIR`` reruns the recorded recipe (bit for bit on CPU with one
 thread, ``OMP_NUM_THREADS=1``, and the same library versions). Metrics are the measured clean and
 certified (L2, from the model's certified Lipschitz bound) accuracies on the full real test set.
 """
 from __future__ import annotations
 
 from ..hub import WeightsCfg
-from ..registry import register_pretrained
+from ..registry import register_pretrained, register_retired
 from . import lipflow  # noqa: F401  (registers the architectures first)
 from .lipnet import CIFAR10_MEAN, CIFAR100_MEAN
 
-__all__ = ['LIPNET_CIFAR10_DEFAULT', 'LIPNET_CIFAR100_DEFAULT']
+__all__ = ['LIPNET_CIFAR10_DEFAULT', 'LIPNET_CIFAR100_DEFAULT', 'LIPNET_CIFAR10_CPU_E100']
 
 _RECIPE_10 = {
     "amp": "bf16",
@@ -87,11 +89,35 @@ def _flagship_cfg(classes: int, *, tag: str, sha256: str, recipe: dict, training
         num_params=num_params)
 
 
-LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _flagship_cfg(
+def _warm_restart(parent: WeightsCfg, *, tag: str, sha256: str, epochs: int, certified: dict, clean: float,
+                  lipschitz_bound: float, run_cpu_hours: float, **recipe_changes) -> WeightsCfg:
+    """The cfg of one more cosine cycle from ``parent`` (``init_from``: its weights, a fresh optimizer and EMA,
+    ``epochs`` epochs, the parent's recipe otherwise or as ``recipe_changes`` say), in its own hub folder
+    ``<arch>-<tag>``. Its CPU-hours add to the parent's."""
+    arch = parent.recipe["model"]
+    recipe = {**parent.recipe, "epochs": epochs, "init_from": f"{arch}.{parent.tag}", "tag": tag, **recipe_changes}
+    p_hours = parent.metrics["training_cpu_hours"]
+    training = (f"{arch}.{parent.tag} ({parent.recipe['epochs']} epochs, {p_hours:.2f} CPU-hours) trained {epochs} "
+                f"more epochs from its weights (a warm restart: fresh Adam optimizer and EMA, peak lr "
+                f"{recipe['lr']:g}, cosine; {run_cpu_hours:.2f} CPU-hours)")
+    return _flagship_cfg(parent.num_classes, tag=tag, sha256=sha256, recipe=recipe, training=training,
+                         certified=certified, clean=clean, lipschitz_bound=lipschitz_bound,
+                         cpu_hours=round(p_hours + run_cpu_hours, 2), num_params=parent.num_params,
+                         repo=f"{arch}-{tag}")
+
+
+_LIPNET_CIFAR10_E100 = _flagship_cfg(
     10, tag="cpu_e100", sha256="c7a79740d4653673872bf60ec090ac10f69d62dd48253f47e7d6407466698ddb",
     recipe=_RECIPE_10, training="Trained 100 epochs",
     certified={"1": 1.43, "108/255": 26.33, "36/255": 53.42, "72/255": 38.95}, clean=68.52,
-    lipschitz_bound=0.9999960037559203, cpu_hours=1.24, num_params=2732208))
+    lipschitz_bound=0.9999960037559203, cpu_hours=1.24, num_params=2732208)
+
+# registered before the tag it continues from (an architecture's first registered tag is its default, and a
+# retired tag names a registered successor)
+LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _warm_restart(
+    _LIPNET_CIFAR10_E100, tag="cpu_e100_r300", sha256="e0aa3abd402eeeb698d770676df9d2dede20fab1471dbd8014749223b4960cd7",
+    epochs=300, certified={"1": 2.08, "108/255": 29.3, "36/255": 56.97, "72/255": 42.29}, clean=71.44,
+    lipschitz_bound=0.9999960011660124, run_cpu_hours=3.28))
 
 # the CIFAR-100 flagship's recipe differs from the CIFAR-10 one only in these fields
 _RECIPE_100 = {**_RECIPE_10, "model": "lipnet_cifar100", "dataset": "cifar100-full", "eval_dataset": "cifar100-full",
@@ -102,3 +128,7 @@ LIPNET_CIFAR100_DEFAULT = register_pretrained("lipnet_cifar100", _flagship_cfg(
     recipe=_RECIPE_100, training="Trained 100 epochs",
     certified={"1": 1.36, "108/255": 11.63, "36/255": 24.8, "72/255": 16.74}, clean=35.63,
     lipschitz_bound=0.9999959992078203, cpu_hours=1.26, num_params=2778378))
+
+# retired: on record, no longer hosted; it names the tag that continues from it
+LIPNET_CIFAR10_CPU_E100 = register_retired("lipnet_cifar10", _LIPNET_CIFAR10_E100,
+                                           successor="lipnet_cifar10.cpu_e100_r300")
