@@ -1,13 +1,14 @@
 """The zoo's own certified flagship weights: ``lipnet_cifar10`` and ``lipnet_cifar100`` (:class:`~dsnet_zoo.models.lipflow.LipFlowNet`),
 trained by ``dsnet-zoo train`` on the real CIFAR train splits on a 2-core CPU (one thread per run).
 
-The files live in the checkout's ``hub/dsnet-zoo/<repo>/`` (Hugging Face repo layout; ``<repo>`` is ``<arch>`` for
-an architecture's first tag, ``<arch>-<tag>`` for a later one) and are pinned by their sha256 (the repos do not exist
-on the Hub yet, so there is no commit revision to pin: the sha256 is the pin). Only the last weights of a chain of
-warm restarts are hosted; the earlier tags are retired (:func:`~dsnet_zoo.registry.register_retired`): their
-records stay, and a recipe starting from them retrains them first. ``dsnet-zoo train ARCH.TAG --out DIR`` reruns the recorded recipe (bit for bit on CPU with one
-thread, ``OMP_NUM_THREADS=1``, and the same library versions). Metrics are the measured clean and
-certified (L2, from the model's certified Lipschitz bound) accuracies on the full real test set.
+The files live in the checkout's ``hub/dsnet-zoo/<repo>/`` (Hugging Face repo layout; ``<repo>`` is ``<arch>``
+for an architecture's first tag, ``<arch>-<tag>`` for a later one) and are pinned by their sha256 (the repos do
+not exist on the Hub yet, so there is no commit revision to pin: the sha256 is the pin). Only the last weights
+of a chain of warm restarts are hosted; the earlier tags are retired (:func:`~dsnet_zoo.registry.register_retired`):
+their records stay, and a recipe starting from them retrains them first. ``dsnet-zoo train ARCH.TAG --out DIR``
+reruns the recorded recipe (bit for bit on CPU with one thread, ``OMP_NUM_THREADS=1``, and the same library
+versions). Metrics are the measured clean and certified (L2, from the model's certified Lipschitz bound)
+accuracies on the full real test set.
 """
 from __future__ import annotations
 
@@ -115,8 +116,8 @@ _LIPNET_CIFAR10_E100 = _flagship_cfg(
 # registered before the tag it continues from (an architecture's first registered tag is its default, and a
 # retired tag names a registered successor)
 LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _warm_restart(
-    _LIPNET_CIFAR10_E100, tag="cpu_e100_r300", sha256="e0aa3abd402eeeb698d770676df9d2dede20fab1471dbd8014749223b4960cd7",
-    epochs=300, certified={"1": 2.08, "108/255": 29.3, "36/255": 56.97, "72/255": 42.29}, clean=71.44,
+    _LIPNET_CIFAR10_E100, tag="cpu_e100_r300",
+    sha256="e0aa3abd402eeeb698d770676df9d2dede20fab1471dbd8014749223b4960cd7", epochs=300, certified={"1": 2.08, "108/255": 29.3, "36/255": 56.97, "72/255": 42.29}, clean=71.44,
     lipschitz_bound=0.9999960011660124, run_cpu_hours=3.28))
 
 # the CIFAR-100 flagship's recipe differs from the CIFAR-10 one only in these fields
