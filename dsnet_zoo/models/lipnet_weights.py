@@ -117,7 +117,8 @@ _LIPNET_CIFAR10_E100 = _flagship_cfg(
 # retired tag names a registered successor)
 LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _warm_restart(
     _LIPNET_CIFAR10_E100, tag="cpu_e100_r300",
-    sha256="e0aa3abd402eeeb698d770676df9d2dede20fab1471dbd8014749223b4960cd7", epochs=300, certified={"1": 2.08, "108/255": 29.3, "36/255": 56.97, "72/255": 42.29}, clean=71.44,
+    sha256="e0aa3abd402eeeb698d770676df9d2dede20fab1471dbd8014749223b4960cd7", epochs=300,
+    certified={"1": 2.08, "108/255": 29.3, "36/255": 56.97, "72/255": 42.29}, clean=71.44,
     lipschitz_bound=0.9999960011660124, run_cpu_hours=3.28))
 
 # the CIFAR-100 flagship's recipe differs from the CIFAR-10 one only in these fields
