@@ -17,7 +17,8 @@ from ..registry import register_pretrained, register_retired
 from . import lipflow  # noqa: F401  (registers the architectures first)
 from .lipnet import CIFAR10_MEAN, CIFAR100_MEAN
 
-__all__ = ['LIPNET_CIFAR10_DEFAULT', 'LIPNET_CIFAR100_DEFAULT', 'LIPNET_CIFAR10_CPU_E100']
+__all__ = ['LIPNET_CIFAR10_DEFAULT', 'LIPNET_CIFAR100_DEFAULT', 'LIPNET_CIFAR10_CPU_E100',
+           'LIPNET_CIFAR10_CPU_E100_R300', 'LIPNET_CIFAR100_CPU_E100']
 
 _RECIPE_10 = {
     "amp": "bf16",
@@ -98,9 +99,11 @@ def _warm_restart(parent: WeightsCfg, *, tag: str, sha256: str, epochs: int, cer
     arch = parent.recipe["model"]
     recipe = {**parent.recipe, "epochs": epochs, "init_from": f"{arch}.{parent.tag}", "tag": tag, **recipe_changes}
     p_hours = parent.metrics["training_cpu_hours"]
-    training = (f"{arch}.{parent.tag} ({parent.recipe['epochs']} epochs, {p_hours:.2f} CPU-hours) trained {epochs} "
-                f"more epochs from its weights (a warm restart: fresh Adam optimizer and EMA, peak lr "
-                f"{recipe['lr']:g}, cosine; {run_cpu_hours:.2f} CPU-hours)")
+    p_runs = " with the runs before it" if parent.recipe.get("init_from") else ""
+    precision = ", float32" if recipe.get("amp") == "none" else ""
+    training = (f"{arch}.{parent.tag} ({parent.recipe['epochs']} epochs, {p_hours:.2f} CPU-hours{p_runs}) trained "
+                f"{epochs} more epochs from its weights (a warm restart: fresh Adam optimizer and EMA, peak lr "
+                f"{recipe['lr']:g}, cosine{precision}; {run_cpu_hours:.2f} CPU-hours)")
     return _flagship_cfg(parent.num_classes, tag=tag, sha256=sha256, recipe=recipe, training=training,
                          certified=certified, clean=clean, lipschitz_bound=lipschitz_bound,
                          cpu_hours=round(p_hours + run_cpu_hours, 2), num_params=parent.num_params,
@@ -113,24 +116,40 @@ _LIPNET_CIFAR10_E100 = _flagship_cfg(
     certified={"1": 1.43, "108/255": 26.33, "36/255": 53.42, "72/255": 38.95}, clean=68.52,
     lipschitz_bound=0.9999960037559203, cpu_hours=1.24, num_params=2732208)
 
-# registered before the tag it continues from (an architecture's first registered tag is its default, and a
-# retired tag names a registered successor)
-LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _warm_restart(
+_LIPNET_CIFAR10_R300 = _warm_restart(
     _LIPNET_CIFAR10_E100, tag="cpu_e100_r300",
     sha256="e0aa3abd402eeeb698d770676df9d2dede20fab1471dbd8014749223b4960cd7", epochs=300,
     certified={"1": 2.08, "108/255": 29.3, "36/255": 56.97, "72/255": 42.29}, clean=71.44,
-    lipschitz_bound=0.9999960011660124, run_cpu_hours=3.28))
+    lipschitz_bound=0.9999960011660124, run_cpu_hours=3.28)
+
+# registered before the tags it continues from (an architecture's first registered tag is its default, and a
+# retired tag names a registered successor). Trained in float32: its CPU (an AMD EPYC, Zen 3) has no native bf16
+LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _warm_restart(
+    _LIPNET_CIFAR10_R300, tag="cpu_e100_r300_r35",
+    sha256="f2eda9293c8a4fba074d8562129255b95f79e48a2c469207615929ff1b192b9c", epochs=35,
+    certified={"1": 2.07, "108/255": 29.38, "36/255": 57.1, "72/255": 42.36}, clean=71.35,
+    lipschitz_bound=0.999996000563695, run_cpu_hours=1.49, lr=0.0002, amp="none"))
 
 # the CIFAR-100 flagship's recipe differs from the CIFAR-10 one only in these fields
 _RECIPE_100 = {**_RECIPE_10, "model": "lipnet_cifar100", "dataset": "cifar100-full", "eval_dataset": "cifar100-full",
                "epochs": 100, "tag": "cpu_e100"}
 
-LIPNET_CIFAR100_DEFAULT = register_pretrained("lipnet_cifar100", _flagship_cfg(
+_LIPNET_CIFAR100_E100 = _flagship_cfg(
     100, tag="cpu_e100", sha256="522557f085474ee4ab6ce5c20e9048470196ac0bc1399dd77a32042474fb5972",
     recipe=_RECIPE_100, training="Trained 100 epochs",
     certified={"1": 1.36, "108/255": 11.63, "36/255": 24.8, "72/255": 16.74}, clean=35.63,
-    lipschitz_bound=0.9999959992078203, cpu_hours=1.26, num_params=2778378))
+    lipschitz_bound=0.9999959992078203, cpu_hours=1.26, num_params=2778378)
+
+LIPNET_CIFAR100_DEFAULT = register_pretrained("lipnet_cifar100", _warm_restart(
+    _LIPNET_CIFAR100_E100, tag="cpu_e100_r38",
+    sha256="95f8c94e02d98f8ccb984d163ccec5ed9d691e0b09b2b9a80886fa9966bdbe87", epochs=38,
+    certified={"1": 1.46, "108/255": 11.56, "36/255": 25.01, "72/255": 16.6}, clean=35.94,
+    lipschitz_bound=0.9999960054659228, run_cpu_hours=1.65, lr=0.001, amp="none"))
 
 # retired: on record, no longer hosted; it names the tag that continues from it
+LIPNET_CIFAR100_CPU_E100 = register_retired("lipnet_cifar100", _LIPNET_CIFAR100_E100,
+                                            successor="lipnet_cifar100.cpu_e100_r38")
+LIPNET_CIFAR10_CPU_E100_R300 = register_retired("lipnet_cifar10", _LIPNET_CIFAR10_R300,
+                                                successor="lipnet_cifar10.cpu_e100_r300_r35")
 LIPNET_CIFAR10_CPU_E100 = register_retired("lipnet_cifar10", _LIPNET_CIFAR10_E100,
                                            successor="lipnet_cifar10.cpu_e100_r300")
