@@ -88,10 +88,11 @@ def raise_if_interrupted() -> None:
         raise KeyboardInterrupt
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX, as oneDNN sees it). Without it, bf16
-    autocast on the CPU is emulated: a ``lipnet_cifar10`` training step measured 13x slower than float32 on
-    an AMD EPYC (Zen 3, AVX2 only), where it is 2-3x faster on CPUs that have it."""
+def cpu_has_fast_bf16() -> bool:
+    """Whether oneDNN has a fast bf16 path on this CPU (as ``torch`` reports it: AVX-512 core or newer on x86,
+    with AVX512-BF16 or AMX computing bf16 natively). Without it, bf16 autocast on the CPU is emulated: a
+    ``lipnet_cifar10`` training step measured 13x slower than float32 on an AMD EPYC (Zen 3, AVX2 only), where
+    it is 2-3x faster on CPUs that have it."""
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):  # a torch build without oneDNN: no fast bf16 path either

@@ -123,7 +123,8 @@ _LIPNET_CIFAR10_R300 = _warm_restart(
     lipschitz_bound=0.9999960011660124, run_cpu_hours=3.28)
 
 # registered before the tags it continues from (an architecture's first registered tag is its default, and a
-# retired tag names a registered successor). Trained in float32: its CPU (an AMD EPYC, Zen 3) has no native bf16
+# retired tag names a registered successor). Trained in float32: its CPU (an AMD EPYC, Zen 3, AVX2 only) has no
+# fast bf16 path
 LIPNET_CIFAR10_DEFAULT = register_pretrained("lipnet_cifar10", _warm_restart(
     _LIPNET_CIFAR10_R300, tag="cpu_e100_r300_r35",
     sha256="f2eda9293c8a4fba074d8562129255b95f79e48a2c469207615929ff1b192b9c", epochs=35,

@@ -49,7 +49,7 @@ from ..evaluation.metrics import DEFAULT_CERT_EPS
 from ..hub import WeightsCfg, load_weights, sha256_file, write_hub_repo
 from ..layers.constrained_linear import load_normalizer_states, normalizer_states
 from ..registry import RetiredWeightsError, get_pretrained_cfg
-from ..utils import (atomic_write_bytes, atomic_write_text, cpu_has_native_bf16, raise_if_interrupted,
+from ..utils import (atomic_write_bytes, atomic_write_text, cpu_has_fast_bf16, raise_if_interrupted,
                      resolve_device)
 from .. import distributed as ddp
 from .data import TrainData, iterate_epoch, load_train_data, to_model_input
@@ -515,11 +515,11 @@ def _build_run(cfg: TrainConfig, dev: torch.device, dist_info: ddp.DistInfo, mod
     amp_dtype = torch.bfloat16 if (recipe.amp == "bf16" or (recipe.amp == "auto" and dev.type == "cuda")) else None
     if amp_dtype is not None:
         _float32_islands(model, dev.type)
-        if dev.type == "cpu" and dist_info.is_main and not cpu_has_native_bf16():
-            cfg.log(f"warning: amp {recipe.amp!r} on a CPU without native bf16 (no AVX512-BF16 or AMX): autocast is "
-                    "emulated there, about 13x slower than float32 (measured on an AMD EPYC, Zen 3). A recipe with "
-                    "\"amp\": \"none\" trains in float32 much faster, but it is another recipe: its weights are not "
-                    "the recorded ones bit for bit")
+        if dev.type == "cpu" and dist_info.is_main and not cpu_has_fast_bf16():
+            cfg.log(f"warning: amp {recipe.amp!r} on a CPU without a fast bf16 path (AVX2 only, no AVX-512): "
+                    "autocast is emulated there, about 13x slower than float32 (measured on an AMD EPYC, Zen 3). "
+                    "A recipe with \"amp\": \"none\" trains in float32 much faster, but it is another recipe: its "
+                    "weights are not the recorded ones bit for bit")
     net: nn.Module = model
     if dist_info.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
