@@ -280,6 +280,32 @@ def _fake_result(dataset: str, n: int, available: int, description: str, acc: fl
             "command": f"dsnet-zoo eval m.a --dataset {dataset} --n {n}"}
 
 
+def test_paper_ports_get_the_authors_numbers_next_to_autoattack():
+    port = "lipnet_paper_ne_cifar10.margin_0_07"
+    paper = get_pretrained_cfg(port).metrics["paper"]
+    authors = dict(zip(paper["eps"], paper["robust_accuracy"]))
+    clean = _fake_result("cifar10-full", 9977, 9977, "CIFAR-10 test, 9,977 of 10,000 images (exact pixels)", 0.826)
+    aa = _fake_result("cifar10-full", 500, 9977, "CIFAR-10 test, first 500 of 10,000 images", 0.83)
+    aa["metrics"]["autoattack"] = {"accuracy": {"L2:0.5": 0.032}}
+    own = _fake_result("cifar10-full", 9977, 9977, "CIFAR-10 test, 9,977 of 10,000 images (exact pixels)", 0.7)
+    for r in (clean, aa):
+        r["name"], r["model"], r["tag"] = port, port.split(".")[0], port.split(".")[1]
+    md = leaderboard_markdown([clean, aa, own])
+    section = md.split("## The paper's checkpoints: the authors' numbers next to AutoAttack\n", 1)[1].split("\n## ")[0]
+    assert "`m.a`" not in section  # the zoo's own weights have no authors' numbers
+    cells = _row(section, port)
+    assert cells[1] == f"{100 * paper['clean_accuracy']:.1f}"
+    assert cells[2:5] == [f"{100 * authors[e]:.1f}" for e in (0.1411764706, 0.5, 1.0)]
+    assert cells[5:8] == ["82.6 (n=9977)", "3.2 (n=500)", "–"]  # measured clean, AA L2 0.5, AA L2 36/255
+    entries = {e["name"]: e for e in leaderboard_json([clean, aa, own])["entries"]}
+    assert entries["m.a"]["reported_by_authors"] is None
+    rep = entries[port]["reported_by_authors"]
+    assert rep["paper_pgd_acc"]["L2:0.5"] == pytest.approx(100 * authors[0.5]) and "1,024" in rep["what"]
+    assert entries[port]["autoattack_acc"]["L2:0.5"] == pytest.approx(3.2)
+    # without a primary CIFAR-10 row of a port, there is no such section
+    assert "## The paper's checkpoints" not in leaderboard_markdown([own])
+
+
 def test_full_real_test_sets_are_the_primary_tables(tmp_path):
     results = [_fake_result("cifar10-real", 1017, 1017, "CIFAR-10 test, first 1,017 of 10,000 images", 0.8),
                _fake_result("cifar10-full", 1000, 9977, "CIFAR-10 test, first 1,000 of 10,000 images", 0.7),
