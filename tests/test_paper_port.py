@@ -27,7 +27,6 @@ from dsnet_zoo.paper_port import PaperCheckpoint, load_paper_checkpoint, paper_c
 
 ARCHS = ("lipnet_paper_ne_cifar10", "lipnet_paper_switch_prescribed_cifar10",
          "lipnet_paper_switch_flexible_cifar10")
-# one checkpoint per variant for the (slow) attack test; the benchmark covers all nine
 # The live reproduction of the authors' PGD numbers: one radius per variant (a PGD run on the 1,017 images costs
 # 1.5-2.5 minutes per radius on 2 cores), both radii between them. The committed reproduction of all nine at both
 # radii is checked against the authors below (test_committed_paper_reproduction_agrees_with_the_authors).

@@ -27,9 +27,8 @@ from .regression import REGRESSION_METRICS
 from .runner import SCHEMA, atomic_write_text
 
 __all__ = ["load_results", "merge_results", "leaderboard_markdown", "write_leaderboard", "leaderboard_json",
-           "write_leaderboard_json", "plot_accuracy_vs_eps", "authors_numbers", "DATASET_TITLES", "PRIMARY_DATASETS", "table_order",
-           "threat_order",
-           "LEADERBOARD_JSON_SCHEMA"]
+           "write_leaderboard_json", "plot_accuracy_vs_eps", "authors_numbers", "DATASET_TITLES", "PRIMARY_DATASETS",
+           "table_order", "threat_order", "LEADERBOARD_JSON_SCHEMA"]
 
 # Titles of the whole test split of each dataset (in table order), for result files without a description.
 DATASET_TITLES = {
