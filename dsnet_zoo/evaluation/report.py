@@ -239,7 +239,8 @@ def _authors_markdown(merged: dict, labels: dict) -> list[str]:
     if not rows:
         return []
     rows.sort(key=lambda row: labels[_key(row)])
-    what = authors_numbers(rows[0]["name"])["what"]
+    # every port so far reports on the same set; name each distinct one rather than assume it
+    what = "; ".join(dict.fromkeys(authors_numbers(row["name"])["what"] for row in rows))
     aa = [k for k in AA_KEYS if k.startswith("L2:")]
     head = (["model", "authors: clean"] + [f"authors: PGD-10 {k[3:]}" for k in PAPER_KEYS] + ["clean"]
             + [f"AA {k.replace(':', ' ')}" for k in aa] + [f"PGD-10 {k[3:]}" for k in PAPER_KEYS])
