@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default="clean,certified")
     p.add_argument("--eps")
     p.add_argument("--aa-threats")
+    p.add_argument("--aa-channels-last", action="store_true",
+                   help="AutoAttack with the model and inputs in the channels-last layout: speed only (the result "
+                        "file is the same one; see eval/README.md)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--seed", type=int, default=0)
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         cert_eps = [parse_eps(e) for e in args.eps.split(",")] if args.eps else None
         aa_threats = parse_threats(args.aa_threats) if args.aa_threats else None
         kw = {k: v for k, v in (("cert_eps", cert_eps), ("aa_threats", aa_threats)) if v is not None}
+        if args.aa_channels_last:
+            kw["aa_channels_last"] = True
         settings = _settings(args, ["clean", *metrics], cert_eps, aa_threats)
         cfgs = {name: get_pretrained_cfg(name, required=True) for name in names}
         data = None

@@ -375,3 +375,81 @@ def test_eps_text_round_trips():
     for bad in ("0", "-1", "abc", "1/0"):
         with pytest.raises(ValueError):
             parse_eps(bad)
+
+
+class _TinyConv(torch.nn.Module):
+    """A small conv net that notes, on every call, whether its input and its conv weight were in the
+    channels-last layout."""
+
+    def __init__(self, num_classes: int = 10) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.head = torch.nn.Linear(8 * 32 * 32, num_classes)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+        self.num_classes = num_classes
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        def nhwc(t):
+            return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+        self.seen.append((nhwc(x), nhwc(self.conv.weight)))
+        return self.head(torch.relu(self.conv(x)).flatten(1))
+
+
+def _tiny_conv_data(n):
+    """``n`` images labelled by the tiny conv net itself: every point is correct, so every point is attacked."""
+    from dsnet_zoo.data import EvalData
+
+    data, _ = prototype_data(n, seed=1, spread=0.2)
+    m = _TinyConv().eval()
+    with torch.no_grad():
+        y = m(data.float_batch(0, n)[0]).argmax(1)
+    return m, EvalData(name="tiny", split="test", x=data.x, y=y, indices=data.indices, num_classes=10,
+                       info={"source": "synthetic", "description": f"{n} images labelled by the model"})
+
+
+def test_autoattack_in_the_channels_last_layout_then_the_model_is_as_before():
+    from dsnet_zoo.evaluation.attacks import run_autoattack
+
+    m, data = _tiny_conv_data(6)
+    x, y = data.float_batch(0, 6)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        before = m(x)
+    runs = {}
+    for cl in (False, True):
+        m.seen.clear()
+        runs[cl] = run_autoattack(m, x, y, norm="L2", eps=0.5, seed=0, device=torch.device("cpu"), channels_last=cl)
+        # the attack's calls, then the two checks (correct, broken) in the default layout
+        attack, checks = m.seen[:-2], m.seen[-2:]
+        assert attack and all(s == (cl, cl) for s in attack)
+        assert checks == [(False, False)] * 2
+    assert all(p.is_contiguous() for p in m.parameters())
+    assert all(torch.equal(v, state[k]) for k, v in m.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(m(x), before)
+    # a radius at which the attack breaks every point in both layouts, and only valid points count
+    assert not runs[True]["robust"].any() and not runs[False]["robust"].any()
+    assert not runs[True]["invalid"].any()
+    with pytest.raises(ValueError, match="channels_last needs image batches"):
+        run_autoattack(m, x.flatten(1), y, norm="L2", eps=0.5, seed=0, device=torch.device("cpu"), channels_last=True)
+
+
+def test_channels_last_autoattack_is_a_speed_setting_a_run_can_resume_with(tmp_path):
+    m, data = _tiny_conv_data(6)
+    kw = dict(metrics=["autoattack"], batch_size=3, aa_threats=[("L2", 0.5)])
+    plain = _run(m, data, tmp_path, name="plain", **kw)
+    assert "attack_memory_format" not in plain["metrics"]["autoattack"]
+    assert "--aa-channels-last" not in plain["command"]
+    # the first batch in the default layout, the second after resuming with the setting switched on:
+    # the same fingerprint (the saved batch is kept) and the result says which batch ran in which layout
+    assert _run(m, data, tmp_path, name="mixed", max_batches=1, **kw) is None
+    mixed = _run(m, data, tmp_path, name="mixed", aa_channels_last=True, **kw)
+    assert mixed["metrics"]["autoattack"]["attack_memory_format"] == {"channels_last_batches": [1],
+                                                                      "contiguous_batches": [0]}
+    assert mixed["config"]["fingerprint"] == plain["config"]["fingerprint"]
+    assert "--aa-channels-last" in mixed["command"]
+    assert mixed["metrics"]["autoattack"]["accuracy"] == plain["metrics"]["autoattack"]["accuracy"] == {"L2:0.5": 0.0}

@@ -76,6 +76,7 @@ class MetricContext:
     # AutoAttack: "auto" = certificate-aware when the model has a bound, "full" = every correct point
     aa_mode: str = "auto"
     aa_cert_sample: int = 32  # certified points attacked per run and threat as a cross-check
+    aa_channels_last: bool = False  # attacks in the channels-last layout: speed only (see run_autoattack)
 
 
 @dataclass
@@ -275,7 +276,8 @@ class AutoAttackMetric(Metric):
 
     def _attack(self, ctx, x, y, norm, eps, seed):
         t = time.perf_counter()
-        res = attacks.run_autoattack(ctx.model, x, y, norm=norm, eps=eps, seed=seed, device=ctx.device, backend=self.backend)
+        res = attacks.run_autoattack(ctx.model, x, y, norm=norm, eps=eps, seed=seed, device=ctx.device, backend=self.backend,
+                                     channels_last=ctx.aa_channels_last)
         self.flags.extend(m for m in res["flags"] if m not in self.flags)
         return res["robust"].numpy(), res["invalid"].numpy(), time.perf_counter() - t
 

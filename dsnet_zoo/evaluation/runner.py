@@ -263,6 +263,8 @@ def _reproduce_command(ident: dict[str, Any], cfg: "EvalConfig", dataset: str, s
         parts += ["--aa-full"]
     if "autoattack" in metrics and cfg.aa_cert_sample != 32:
         parts += ["--aa-cert-sample", str(cfg.aa_cert_sample)]
+    if "autoattack" in metrics and cfg.aa_channels_last:
+        parts += ["--aa-channels-last"]
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -285,6 +287,7 @@ class EvalConfig:
     aa_threats: tuple[tuple[str, float], ...]
     aa_mode: str
     aa_cert_sample: int
+    aa_channels_last: bool
     batch_size: int
     seed: int
     out: str | os.PathLike | None
@@ -307,7 +310,7 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
              out: str | os.PathLike | None = None, state_dir: str | os.PathLike | None = None,
              restart: bool = False, max_batches: int | None = None, progress: bool = True,
              arch: str | None = None, ident: dict[str, Any] | None = None, aa_mode: str = "auto",
-             aa_cert_sample: int = 32) -> dict[str, Any] | None:
+             aa_cert_sample: int = 32, aa_channels_last: bool = False) -> dict[str, Any] | None:
     """Evaluate a model and return the result record (also written to ``out`` when given).
 
     ``model`` is ``arch[.tag]`` (pretrained weights), a checkpoint path (with ``arch``), or an
@@ -315,7 +318,10 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     or an :class:`~dsnet_zoo.data.EvalData` built in memory. ``metrics`` from :func:`~.metrics.list_metrics`.
     ``aa_mode``: ``'auto'`` runs AutoAttack certificate-aware on models with a provable bound (certified
     points skipped, ``aa_cert_sample`` of them per threat attacked as a cross-check; see
-    :class:`~.metrics.AutoAttackMetric`), ``'full'`` attacks every correct point.
+    :class:`~.metrics.AutoAttackMetric`), ``'full'`` attacks every correct point. ``aa_channels_last`` runs
+    the attacks in the channels-last memory layout, a speed setting (float32 rounding aside, the same
+    numbers; see :func:`~.attacks.run_autoattack`): it is not part of the run's fingerprint, so a run may
+    resume with it switched, and the result lists the batches attacked in each layout.
     ``max_batches`` stops after that many newly computed batches (per process) and returns ``None``,
     leaving the state to resume from. Per-example outcomes go to ``<out stem>.examples.json``; the
     returned record also carries them under ``'_examples'`` (not written into the result file).
@@ -333,7 +339,8 @@ def evaluate(model: str | nn.Module, dataset: "str | EvalData" = "cifar10-real",
     cfg = EvalConfig(dataset=dataset, split=split, data_dir=data_dir, n=n, metrics=metrics, cert_eps=tuple(cert_eps),
                      paper_eps=tuple(paper_eps),
                      aa_threats=tuple(aa_threats) if aa_threats is not None else STANDARD_THREATS,
-                     aa_mode=aa_mode, aa_cert_sample=aa_cert_sample, batch_size=batch_size, seed=seed, out=out,
+                     aa_mode=aa_mode, aa_cert_sample=aa_cert_sample, aa_channels_last=aa_channels_last,
+                     batch_size=batch_size, seed=seed, out=out,
                      state_dir=state_dir, restart=restart, max_batches=max_batches, progress=progress, device=dev,
                      world=info.world, rank=info.rank, t0=t0, started=started)
     own_dist = info.enabled and not distributed.is_initialized()  # leave a caller's process group alone
@@ -426,7 +433,7 @@ def _setup_run(model: nn.Module, ident: dict[str, Any], metric_objs: list, cfg: 
     ctx = MetricContext(model=model, device=cfg.device, dtype=dtype, seed=cfg.seed, num_classes=data.num_classes,
                         input_dim=input_dim, cert_eps=cfg.cert_eps, paper_eps=cfg.paper_eps,
                         aa_threats=cfg.aa_threats, bound_info=certifier.info, aa_mode=cfg.aa_mode,
-                        aa_cert_sample=cfg.aa_cert_sample)
+                        aa_cert_sample=cfg.aa_cert_sample, aa_channels_last=cfg.aa_channels_last)
     records = {m.name: m.setup(ctx) for m in metric_objs}
     columns = [c for m in metric_objs for c in m.columns(ctx)]
     return _EvalRun(cfg, model, ident, metric_objs, data, dataset, dtype, certifier, input_dim, ctx, records,
@@ -514,8 +521,11 @@ def _run_batch(run: _EvalRun, b: int) -> dict[str, Any]:
     cols: dict[str, Any] = {}
     for m in run.metric_objs:
         cols.update(m.run_batch(run.ctx, batch))
-    return {"batch": b, "start": lo, "stop": hi, "time_s": time.time() - tb,
-            "columns": {k: _jsonable(np.asarray(v)) for k, v in cols.items()}}
+    rec = {"batch": b, "start": lo, "stop": hi, "time_s": time.time() - tb,
+           "columns": {k: _jsonable(np.asarray(v)) for k, v in cols.items()}}
+    if run.cfg.aa_channels_last and "autoattack" in run.cfg.metrics:
+        rec["aa_channels_last"] = True
+    return rec
 
 
 def _gather_batches(run: _EvalRun, done: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]] | None:
@@ -552,6 +562,10 @@ def _result_record(run: _EvalRun, done: dict[int, dict[str, Any]], params_sha: s
     if "autoattack" in metric_records:
         flags = [f for m in run.metric_objs if m.name == "autoattack" for f in getattr(m, "flags", [])]
         metric_records["autoattack"]["flags"] = flags
+        nhwc = sorted(b for b in done if done[b].get("aa_channels_last"))
+        if nhwc:  # only then, so that the records of runs in the default layout stay as they were
+            metric_records["autoattack"]["attack_memory_format"] = {
+                "channels_last_batches": nhwc, "contiguous_batches": sorted(b for b in done if b not in nhwc)}
     compute = sum(float(done[b]["time_s"]) for b in done)
     wall = time.time() - cfg.t0
     result = {
