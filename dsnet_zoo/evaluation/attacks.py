@@ -21,6 +21,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..utils import weights_in_layout
+
 __all__ = ["AutoAttackBackend", "autoattack_backend", "run_autoattack", "check_adversarial", "STANDARD_THREATS",
            "STANDARD_ATTACKS"]
 
@@ -159,16 +161,13 @@ def run_autoattack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: 
     logger = logging.getLogger("auto-attack")
     logger.addHandler(collector)
     try:
-        if channels_last:
-            model.to(memory_format=torch.channels_last)
-        if backend.package == "pyautoattack":
-            x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
-        else:
-            x_adv = adversary.run_standard_evaluation(x, y, bs=len(x))
+        with weights_in_layout(model, channels_last):
+            if backend.package == "pyautoattack":
+                x_adv, _ = adversary.run_standard_evaluation(x, y, batch_size=len(x))
+            else:
+                x_adv = adversary.run_standard_evaluation(x, y, bs=len(x))
     finally:
         logger.removeHandler(collector)
-        if channels_last:
-            model.to(memory_format=torch.contiguous_format)
     with torch.no_grad():
         correct = model(x).argmax(1) == y
     broken, invalid = check_adversarial(model, x, y, x_adv.to(device).contiguous(), norm, eps)

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..models.lipnet_paper import PAPER_ATTACK_EPS, PAPER_EPS_GRID
+from ..utils import weights_in_layout
 
 __all__ = ["PAPER_EPS_GRID", "PAPER_ATTACK_EPS", "clean_outcomes", "paper_pgd_outcomes", "paper_pgd_accuracy"]
 
@@ -56,17 +57,12 @@ def clean_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_
     device = torch.device(device)
     if channels_last is None:
         channels_last = device.type == "cpu"
-    layout = torch.channels_last if channels_last else torch.contiguous_format
     model = model.eval().to(device)
     outs = []
-    try:
-        model.to(memory_format=layout)
-        with torch.inference_mode():
-            for i in range(0, x.shape[0], batch_size):
-                xb = x[i:i + batch_size].to(device).contiguous(memory_format=layout)
-                outs.append((model(xb).argmax(1).cpu() == y[i:i + batch_size].cpu()))
-    finally:
-        model.to(memory_format=torch.contiguous_format)
+    with weights_in_layout(model, channels_last) as layout, torch.inference_mode():
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(device).contiguous(memory_format=layout)
+            outs.append((model(xb).argmax(1).cpu() == y[i:i + batch_size].cpu()))
     return torch.cat(outs) if outs else torch.zeros(0, dtype=torch.bool)
 
 
@@ -103,7 +99,6 @@ def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_l
     # channels-last convolutions are about twice as fast on CPU (summation order changes at the 1e-7
     # level). Both are undone on exit.
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    layout = torch.channels_last if channels_last else torch.contiguous_format
     fmodel = fb.PyTorchModel(model, bounds=(0, 1), device=device)
     attack = fb.attacks.L2PGD(steps=10)
     outs: list[torch.Tensor] = []
@@ -111,8 +106,7 @@ def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_l
     try:
         for p, _ in flags:
             p.requires_grad_(False)
-        model.to(memory_format=layout)
-        with torch.random.fork_rng(devices=fork_devices):
+        with weights_in_layout(model, channels_last) as layout, torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             for i in range(0, x.shape[0], batch_size):
                 xb = x[i:i + batch_size].to(device).contiguous(memory_format=layout)
@@ -122,7 +116,6 @@ def paper_pgd_outcomes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps_l
     finally:
         for p, flag in flags:
             p.requires_grad_(flag)
-        model.to(memory_format=torch.contiguous_format)
     robust = torch.cat(outs, dim=1) if outs else torch.zeros(len(eps_values), 0, dtype=torch.bool)
     return {e: robust[k].clone() for k, e in enumerate(eps_values)}
 
