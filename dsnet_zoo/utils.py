@@ -95,8 +95,9 @@ def weights_in_layout(model: torch.nn.Module, channels_last: bool) -> Iterator[t
     give inputs in. A speed setting only: the same values, but convolutions pick the channels-last kernels
     (faster on CPU for most conv nets) and sum in another order, so float32 outputs differ at about 1e-6."""
     layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
     try:
+        # Inside the try: a conversion that fails part-way must not leave some weights converted.
+        model.to(memory_format=layout)
         yield layout
     finally:
         model.to(memory_format=torch.contiguous_format)

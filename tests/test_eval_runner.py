@@ -411,6 +411,28 @@ def _tiny_conv_data(n):
                        info={"source": "synthetic", "description": f"{n} images labelled by the model"})
 
 
+def test_weights_in_layout_puts_the_model_back_even_on_error():
+    from dsnet_zoo.utils import weights_in_layout
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3))
+    before = [p.detach().clone() for p in model.parameters()]
+    x = torch.rand(2, 3, 8, 8)
+    with torch.no_grad():
+        ref = model(x)
+    with pytest.raises(RuntimeError, match="inside the block"):
+        with weights_in_layout(model, True) as layout:
+            assert layout is torch.channels_last
+            assert all(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+                       for p in model.parameters() if p.dim() == 4)
+            raise RuntimeError("inside the block")
+    for p, b in zip(model.parameters(), before):
+        assert p.is_contiguous() and torch.equal(p, b)
+    with weights_in_layout(model, False) as layout:
+        assert layout is torch.contiguous_format and all(p.is_contiguous() for p in model.parameters())
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)
+
+
 def test_autoattack_in_the_channels_last_layout_then_the_model_is_as_before():
     from dsnet_zoo.evaluation.attacks import run_autoattack
 
