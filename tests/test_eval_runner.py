@@ -110,6 +110,27 @@ def test_resume_after_max_batches_gives_the_uninterrupted_result(tmp_path):
     assert fresh["metrics"] == resumed["metrics"]
 
 
+
+def test_committed_state_folder_resumes_in_another_checkout(tmp_path):
+    """eval/README.md (Scale): a state folder copied to another machine's checkout, at the same place beside the
+    result, is resumed there: only the missing batches run, and the result equals an uninterrupted run."""
+    import shutil
+    m, data = _model_and_data(n=40)
+    fresh = _run(m, data, tmp_path, name="fresh")
+    here, there = tmp_path / "here", tmp_path / "there"
+    here.mkdir(), there.mkdir()
+    assert _run(m, data, here, name="r", max_batches=3) is None
+    shutil.copytree(here / "r.json.partial", there / "r.json.partial")  # what git carries: the folder's files
+    shutil.rmtree(here)
+    counter = _Counter(m)
+    resumed = _run(m, data, there, name="r")
+    assert counter.calls == 2  # batches 3 and 4 only
+    assert not (there / "r.json.partial").exists()
+    for k, v in fresh["_examples"].items():
+        assert _same(v, resumed["_examples"][k]), k
+    assert fresh["metrics"] == resumed["metrics"]
+
+
 _interrupt_after = {"n": None}
 
 
