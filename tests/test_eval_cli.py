@@ -300,7 +300,7 @@ def test_paper_ports_get_the_authors_numbers_next_to_autoattack():
     entries = {e["name"]: e for e in leaderboard_json([clean, aa, own])["entries"]}
     assert entries["m.a"]["reported_by_authors"] is None
     rep = entries[port]["reported_by_authors"]
-    assert rep["paper_pgd_acc"]["L2:0.5"] == pytest.approx(100 * authors[0.5]) and "1,024" in rep["what"]
+    assert rep["paper_pgd_acc"]["L2:0.5"] == round(100 * authors[0.5], 2) and "1,024" in rep["what"]
     assert entries[port]["autoattack_acc"]["L2:0.5"] == pytest.approx(3.2)
     # without a primary CIFAR-10 row of a port, there is no such section
     assert "## The paper's checkpoints" not in leaderboard_markdown([own])
@@ -348,7 +348,7 @@ def test_a_smaller_run_never_replaces_a_larger_one(weights_dir, tmp_path):
     assert cells[3] == f"{100 * big['metrics']['clean']['accuracy']:.1f} (n=128)"
     assert cells[4:8] == [f"{100 * v:.1f} (n=128)" for v in big["metrics"]["certified"]["accuracy"].values()]
     (entry,) = json.loads((tmp_path / "leaderboard.json").read_text())["entries"]
-    assert entry["clean_acc"] == 100 * big["metrics"]["clean"]["accuracy"] and entry["clean_acc_n"] == 128
+    assert entry["clean_acc"] == round(100 * big["metrics"]["clean"]["accuracy"], 2) and entry["clean_acc_n"] == 128
     assert set(entry["certified_acc_n"].values()) == {128}
     assert entry["result_files"] == [large.name]
     card = (paths["cards"] / "evaltest_linear.protos.md").read_text()
@@ -389,7 +389,9 @@ def test_leaderboard_json_is_rebuilt_from_the_results_and_matches_the_markdown(t
         assert (e["architecture"], e["number_of_parameters"], e["weights_sha256"]) == \
             (r["model"], r["num_params"], r["weights_sha256"])
         assert e["dataset_description"] == r["dataset"]["description"] and e["sets"] == {"24": e["dataset_description"]}
-        assert e["clean_acc"] == 100 * r["metrics"]["clean"]["accuracy"] and e["clean_acc_n"] == 24
+        acc = r["metrics"]["clean"]["accuracy"]
+        assert e["clean_acc"] == round(100 * acc, 2) and e["clean_acc_n"] == 24
+        assert round(e["clean_acc"] * 24 / 100) == round(acc * 24)  # the count survives the rounding
         assert set(e["autoattack_acc"]) == {"L2:0.5", "L2:36/255", "Linf:8/255"}
         assert set(e["autoattack_acc"].values()) == set(e["autoattack_acc_n"].values()) == {None}  # not run
         cells = _row(md, e["label"])

@@ -270,6 +270,29 @@ def _result_value(r: dict, metric_type: str, config: str | None):
     return ((r["metrics"].get(metric_type[:-len("-accuracy")]) or {}).get("accuracy") or {}).get(config)
 
 
+def test_committed_leaderboard_is_what_the_writer_writes_from_the_results():
+    from dsnet_zoo.evaluation.report import leaderboard_json, leaderboard_markdown, load_results
+
+    results = load_results(REPO_ROOT / "eval" / "results")
+    stale = "is stale: run python eval/leaderboard.py --report-only"
+    assert (REPO_ROOT / "eval" / "LEADERBOARD.md").read_text() == leaderboard_markdown(results), f"LEADERBOARD.md {stale}"
+    board = json.loads((REPO_ROOT / "eval" / "leaderboard.json").read_text())
+    assert board == leaderboard_json(results), f"leaderboard.json {stale}"
+    for e in board["entries"]:
+        if e["task"] != "classification":
+            continue
+        percents = [e["clean_acc"]] + [v for key in ("autoattack_acc", "certified_acc", "paper_pgd_acc")
+                                       for v in e[key].values()]
+        for v in percents:  # two decimals, as RobustBench: no binary noise such as 45.800000000000004
+            assert v is None or len(repr(v).partition(".")[2]) <= 2, (e["name"], v)
+        if e["clean_acc"] is not None:  # the count survives the rounding
+            n = e["clean_acc_n"]
+            (acc,) = {r["metrics"]["clean"]["accuracy"] for r in results
+                      if r["name"] == e["name"] and r["weights_sha256"] == e["weights_sha256"]
+                      and r["dataset"]["name"] == e["dataset"] and r["dataset"]["n"] == n and "clean" in r["metrics"]}
+            assert round(e["clean_acc"] * n / 100) == round(acc * n), (e["name"], e["clean_acc"], acc, n)
+
+
 def test_model_cards_are_what_the_writer_writes_and_equal_the_results(tmp_path):
     from dsnet_zoo.evaluation.cards import write_model_cards
     from dsnet_zoo.evaluation.report import load_results

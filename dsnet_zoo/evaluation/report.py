@@ -378,14 +378,28 @@ _JSON_FIELDS = {
 }
 
 
-def _values(row: dict[str, Any], metric: str, keys: Iterable[str], scale: float) -> tuple[dict, dict]:
+PERCENT_DECIMALS = 2
+
+
+def _percent(fraction: float | None) -> float | None:
+    """A fraction as a percentage rounded to ``PERCENT_DECIMALS`` (RobustBench's precision): exact
+    enough that the count ``round(acc * n / 100)`` is recovered for any n up to 10,000, and free of
+    binary noise such as ``45.800000000000004``."""
+    return None if fraction is None else round(100 * fraction, PERCENT_DECIMALS)
+
+
+def _values(row: dict[str, Any], metric: str, keys: Iterable[str], convert) -> tuple[dict, dict]:
     vals, ns = {}, {}
     extra = sorted((k for m, k in row["cells"] if m == metric and k not in keys), key=threat_order)
     for k in [*keys, *extra]:
         c = row["cells"].get((metric, k))
-        vals[k] = None if c is None or c["value"] is None else scale * c["value"]
+        vals[k] = None if c is None else convert(c["value"])
         ns[k] = None if c is None else c["n"]
     return vals, ns
+
+
+def _as_is(value: float | None) -> float | None:
+    return value
 
 
 def _registry_info(name: str) -> dict[str, Any]:
@@ -424,25 +438,26 @@ def leaderboard_json(results: list[dict[str, Any]]) -> dict[str, Any]:
                 if task == "classification":
                     clean = row["cells"].get(("clean", ""))
                     e["lipschitz_bound"] = row["lipschitz"].get("bound")
-                    e["clean_acc"] = None if clean is None or clean["value"] is None else 100 * clean["value"]
+                    e["clean_acc"] = None if clean is None else _percent(clean["value"])
                     e["clean_acc_n"] = None if clean is None else clean["n"]
-                    e["autoattack_acc"], e["autoattack_acc_n"] = _values(row, "autoattack", AA_KEYS, 100.0)
-                    e["certified_acc"], e["certified_acc_n"] = _values(row, "certified", CERT_KEYS, 100.0)
-                    e["paper_pgd_acc"], e["paper_pgd_acc_n"] = _values(row, "paper-pgd", PAPER_KEYS, 100.0)
+                    e["autoattack_acc"], e["autoattack_acc_n"] = _values(row, "autoattack", AA_KEYS, _percent)
+                    e["certified_acc"], e["certified_acc_n"] = _values(row, "certified", CERT_KEYS, _percent)
+                    e["paper_pgd_acc"], e["paper_pgd_acc_n"] = _values(row, "paper-pgd", PAPER_KEYS, _percent)
                     a = authors_numbers(row["name"])
                     e["reported_by_authors"] = None if a is None else {
-                        "what": a["what"], "clean_acc": None if a["clean"] is None else 100 * a["clean"],
-                        "paper_pgd_acc": {k: None if v is None else 100 * v for k, v in a["paper_pgd"].items()}}
+                        "what": a["what"], "clean_acc": _percent(a["clean"]),
+                        "paper_pgd_acc": {k: _percent(v) for k, v in a["paper_pgd"].items()}}
                 else:
-                    e["test_mse"], e["test_mse_n"] = _values(row, "mse", ("float32", "float64"), 1.0)
+                    e["test_mse"], e["test_mse_n"] = _values(row, "mse", ("float32", "float64"), _as_is)
                     e["conserved_sum_max_abs_error"], e["conserved_sum_max_abs_error_n"] = _values(
-                        row, "conserved_sum_error", ("float32", "float64"), 1.0)
+                        row, "conserved_sum_error", ("float32", "float64"), _as_is)
                 e["commands"] = sorted({c["command"] for c in row["cells"].values() if c.get("command")})
                 e["result_files"] = sorted({c["file"] for c in row["cells"].values() if c.get("file")})
                 entries.append(e)
     return {"schema": LEADERBOARD_JSON_SCHEMA,
             "generated_by": "python eval/leaderboard.py (from eval/results/; do not edit by hand)",
-            "units": "accuracies in %, eps in pixel units (images in [0, 1])",
+            "units": f"accuracies in %, rounded to {PERCENT_DECIMALS} decimals (the count is round(acc * n / 100)); "
+                     "eps in pixel units (images in [0, 1])",
             "fields": _JSON_FIELDS, "entries": entries}
 
 
