@@ -275,7 +275,8 @@ def test_committed_leaderboard_is_what_the_writer_writes_from_the_results():
 
     results = load_results(REPO_ROOT / "eval" / "results")
     stale = "is stale: run python eval/leaderboard.py --report-only"
-    assert (REPO_ROOT / "eval" / "LEADERBOARD.md").read_text() == leaderboard_markdown(results), f"LEADERBOARD.md {stale}"
+    markdown = (REPO_ROOT / "eval" / "LEADERBOARD.md").read_text()
+    assert markdown == leaderboard_markdown(results), f"LEADERBOARD.md {stale}"
     board = json.loads((REPO_ROOT / "eval" / "leaderboard.json").read_text())
     assert board == leaderboard_json(results), f"leaderboard.json {stale}"
     for e in board["entries"]:
