@@ -288,9 +288,11 @@ def test_committed_leaderboard_is_what_the_writer_writes_from_the_results():
             assert v is None or len(repr(v).partition(".")[2]) <= 2, (e["name"], v)
         if e["clean_acc"] is not None:  # the count survives the rounding
             n = e["clean_acc_n"]
-            (acc,) = {r["metrics"]["clean"]["accuracy"] for r in results
-                      if r["name"] == e["name"] and r["weights_sha256"] == e["weights_sha256"]
-                      and r["dataset"]["name"] == e["dataset"] and r["dataset"]["n"] == n and "clean" in r["metrics"]}
+            accs = {r["metrics"]["clean"]["accuracy"] for r in results
+                    if r["name"] == e["name"] and r["weights_sha256"] == e["weights_sha256"]
+                    and r["dataset"]["name"] == e["dataset"] and r["dataset"]["n"] == n and "clean" in r["metrics"]}
+            assert len(accs) == 1, f"{e['name']}: results on the same {n} images disagree on clean accuracy: {accs}"
+            (acc,) = accs
             assert round(e["clean_acc"] * n / 100) == round(acc * n), (e["name"], e["clean_acc"], acc, n)
 
 
