@@ -263,7 +263,7 @@ def test_onnx_write_is_atomic(tmp_path):
 
 
 def test_onnx_dynamo_exporter(tmp_path):
-    """torch's torch.export-based exporter (needs onnxscript, not part of the onnx extra)."""
+    """torch's torch.export-based exporter (needs onnxscript, part of the onnx extra)."""
     pytest.importorskip("onnxscript")
     ort = pytest.importorskip("onnxruntime")
     model = _model("massnet_sir")
