@@ -25,6 +25,9 @@ What the export guarantees:
 - **No constraint machinery.** Nothing in the export normalises, runs a power iteration, an eigensolver or
   an FFT in ``forward``; it traces to ONNX (:func:`export_onnx`). Constrained models cannot be exported to
   ONNX directly: their eval-mode weights come from ``eigvalsh`` of the DFT symbols (``aten._linalg_eigh``).
+- **TorchScript.** ``torch.jit.script(export_plain(model))`` compiles and computes exactly what the export
+  computes (tested in float64, also after ``torch.jit.save``/``load``). The zoo's own modules refuse
+  ``torch.jit.script`` with an error that points here (:class:`~dsnet_zoo.layers._common.NotScriptable`).
 - **Certificate from the exported weights.** ``PlainNet.lipschitz_upper_bound()`` is the product of
   per-module bounds recomputed from the exported tensors with the layers' own functions
   (:func:`~dsnet_zoo.layers.norm_bounds.operator_norm_bound`,
@@ -199,12 +202,12 @@ class GradientStep(nn.Module):
         self.op, self.act = op, act
         self.register_buffer("step", _clone(step))
         self.sign, self.input_size, self.method = float(sign), input_size, method
-
-    def _padding_mode(self) -> str:
-        return self.op.padding_mode if isinstance(self.op, nn.Conv2d) else "zeros"
+        # read once here: in TorchScript, isinstance(self.op, nn.Conv2d) is False for a scripted Conv2d, and
+        # the adjoint would silently lose its circular padding
+        self.padding_mode: str = op.padding_mode if isinstance(op, nn.Conv2d) else "zeros"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = lip_conv_adjoint(self.act(self.op(x)), self.op.weight, self._padding_mode())
+        y = lip_conv_adjoint(self.act(self.op(x)), self.op.weight, self.padding_mode)
         return x - self.step * y if self.sign < 0 else x + self.step * y
 
     def lipschitz_upper_bound(self) -> float:
@@ -213,7 +216,7 @@ class GradientStep(nn.Module):
             L = _norm_bound(self.op, self.input_size, self.method)
             return 1.0 + h * (L * L)
         with torch.no_grad():
-            up, lo = singular_value_bounds(self.op.weight.detach(), self.input_size, self._padding_mode(),
+            up, lo = singular_value_bounds(self.op.weight.detach(), self.input_size, self.padding_mode,
                                            self.method, need_lower=True)
         return contractive_factor(h, float(up), float(lo), _leaky_slope(self.act))
 

@@ -12,14 +12,17 @@ the shipped flagship weights are exported too.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
+import warnings
 
 import pytest
 import torch
 from torch import nn
 
 import dsnet_zoo
+from dsnet_zoo.layers import SwitchingPair
 from dsnet_zoo.export import PLAIN_MODULES, GradientStep, PlainNet, ResidualStep, export_onnx, export_plain
 from dsnet_zoo.models.lipnet import LipNet
 
@@ -117,6 +120,75 @@ def test_plain_export_same_logits_and_bound(case, dtype):
     if _bound(model) is not None:
         original = model.feature_lipschitz_upper_bound()
         assert math.isclose(plain.feature_lipschitz_upper_bound(), original, rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_plain_export_compiles_with_torchscript(case):
+    """TorchScript's path for the zoo (its own modules refuse torch.jit.script: layers/_common.NotScriptable):
+    the scripted plain export, also after torch.jit.save/load, computes exactly what the plain export computes
+    (float64), in each of the first runs (the profiling executor optimises the graph after the first ones)."""
+    plain = export_plain(_model(case, torch.float64))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's own deprecation warnings
+        scripted = torch.jit.script(plain)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        buffer.seek(0)
+        loaded = torch.jit.load(buffer)
+    for seed in range(3):
+        x = _inputs(plain, 3, torch.float64, seed=seed)
+        with torch.no_grad():
+            want = plain(x)
+            assert torch.equal(scripted(x), want) and torch.equal(loaded(x), want)
+
+
+def test_every_zoo_module_refuses_torchscript_and_names_the_way_out():
+    """The public layers and the model classes refuse torch.jit.script before TorchScript compiles anything
+    (the models themselves, and their fx graphs, in tests/test_timm_models.py), and say what to use."""
+    import inspect
+
+    import dsnet_zoo.layers
+    import dsnet_zoo.models
+    from dsnet_zoo.layers._common import NotScriptable
+    from dsnet_zoo.models.hamnet import InjectiveLift
+    from dsnet_zoo.models.lipnet import LipBlock
+    from dsnet_zoo.models.lipnet_paper import PaperBlock
+    from dsnet_zoo.models.massnet import MassNet
+
+    public = [getattr(pkg, n) for pkg in (dsnet_zoo.layers, dsnet_zoo.models) for n in pkg.__all__]
+    classes = [c for c in public if inspect.isclass(c) and issubclass(c, nn.Module)]
+    classes += [InjectiveLift, LipBlock, PaperBlock, MassNet]
+    assert len(classes) >= 20
+    for cls in classes:
+        assert issubclass(cls, NotScriptable), cls.__name__
+    for layer in (dsnet_zoo.layers.HamiltonianBlock(4), nn.Sequential(nn.Identity(), dsnet_zoo.layers.LipLinear(3, 3))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            with pytest.raises(TypeError, match=r"cannot be compiled by torch\.jit\.script.*export_plain"):
+                torch.jit.script(layer)
+
+
+# SwitchingPair guards its expansive step with certified bounds computed as Python numbers from the weights
+# (layers/gradient_flow.py, _op_constants): torch.export cannot trace that (a data-dependent guard); their
+# plain export can (test_plain_export_same_logits_and_bound, test_plain_export_compiles_with_torchscript)
+NOT_TORCH_EXPORTABLE = {"lipnet_switch_cifar10", "lipnet_conv_flexible"}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_torch_export_of_the_model(case):
+    """torch.export.export takes the zoo's models as they are (eval mode, float64): the exported program
+    computes exactly what the model computes, on inputs other than the example it was traced with."""
+    model = _model(case, torch.float64)
+    plain = export_plain(model)
+    if case in NOT_TORCH_EXPORTABLE:
+        assert any(isinstance(m, SwitchingPair) for m in model.modules())
+        with pytest.raises(Exception, match="data-dependent"):
+            torch.export.export(model, (_inputs(plain, 2, torch.float64),))
+        return
+    program = torch.export.export(model, (_inputs(plain, 2, torch.float64),))
+    x = _inputs(plain, 2, torch.float64, seed=7)
+    with torch.no_grad():
+        assert torch.equal(program.module()(x), model(x))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -102,14 +102,7 @@ EXCLUDE_BWD_FILTERS = [
     # released state dicts load strictly): those parameters get no gradient by construction
     "lipnet_paper_switch_flexible_*",
 ]
-EXCLUDE_JIT_FILTERS = up.EXCLUDE_JIT_FILTERS + [
-    # TorchScript is not supported by dsnet_zoo's models (torch.fx, torch.compile and torch.export are):
-    # the input check reads torch.compiler/functorch state, the constrained layers cache their certified
-    # weights in Python dicts with weakrefs, the blocks take keyword-only arguments and callables
-    *sorted(OURS),
-]
 EXCLUDE_FX_FILTERS = up.EXCLUDE_FX_FILTERS  # dsnet_zoo adds none: every model traces (layers are leaves)
-EXCLUDE_FX_JIT_FILTERS = up.EXCLUDE_FX_JIT_FILTERS
 EXCLUDE_PRUNE_FILTERS = [
     # timm keeps this test off its CI for its cost; with LipNet each of its deep copies recomputes the
     # eval-mode certified normaliser: ~25 s per architecture on 2 busy CPU cores. lipnet_switch_cifar10 is
@@ -119,11 +112,21 @@ EXCLUDE_PRUNE_FILTERS = [
     *EXCLUDE_BWD_FILTERS,
 ]
 
+_NO_TORCHSCRIPT = (
+    "scripts the model (or its fx graph, whose leaves are the zoo's layers): TorchScript is deprecated in "
+    "PyTorch and the zoo's modules refuse it with an error naming what to use instead, its plain export, which "
+    "scripts (test_torchscript_is_refused_with_what_to_use_instead, tests/test_export.py)")
 # timm's tests over list_models() that are not run here, with the reason
 NOT_RUN = {
     "test_model_load_pretrained": (
         "loads weights with in_chans=1 and num_classes=5: dsnet_zoo refuses to adapt a stem or a head while "
         "loading (the weights' metrics and certificate would no longer hold); load, then reset_classifier"),
+    "test_model_forward_torchscript": _NO_TORCHSCRIPT,
+    "test_model_forward_fx_torchscript": _NO_TORCHSCRIPT,
+    "test_model_default_cfgs_non_std": (
+        "its selection is empty: the zoo's only non-standard models (the LipFlowNet flagships) cannot pass it "
+        "(EXCLUDE_CFG_FILTERS) and test_model_api_contract runs its API checks on them; "
+        "test_non_standard_models_are_all_cfg_excluded fails if a new one could take it"),
 }
 
 
@@ -184,15 +187,12 @@ BACKWARD = ours(list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_BWD_FILTER
 CFGS = ours(list_models(exclude_filters=EXCLUDE_FILTERS + NON_STD_FILTERS + EXCLUDE_CFG_FILTERS, include_tags=True))
 CFGS_NON_STD = ours(list_models(filter=NON_STD_FILTERS, exclude_filters=NON_STD_EXCLUDE_FILTERS + EXCLUDE_CFG_FILTERS,
                                 include_tags=True))
-TORCHSCRIPT = ours(list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_JIT_FILTERS, name_matches_cfg=True))
 FEATURES = ours(list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_FEAT_FILTERS))
 INTERMEDIATES = ours(list_models(module=FEAT_INTER_FILTERS, exclude_filters=EXCLUDE_FILTERS))
 PRUNE = ours(list_models(module=FEAT_INTER_FILTERS, exclude_filters=EXCLUDE_FILTERS + EXCLUDE_PRUNE_FILTERS))
 FX = ours(list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_FX_FILTERS))
 FX_BACKWARD = ours(list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_FX_FILTERS + EXCLUDE_BWD_FILTERS,
                                name_matches_cfg=True))
-FX_TORCHSCRIPT = ours(list_models(exclude_filters=EXCLUDE_FILTERS + EXCLUDE_JIT_FILTERS + EXCLUDE_FX_JIT_FILTERS,
-                                  name_matches_cfg=True))
 
 
 def _local_weights(name: str) -> bool:
@@ -223,19 +223,17 @@ def test_model_default_cfgs(model_name, cfg_device):
     up.test_model_default_cfgs(model_name, 1, cfg_device)
 
 
-@pytest.mark.parametrize("model_name", CFGS_NON_STD)
-def test_model_default_cfgs_non_std(model_name, cfg_device):
-    up.test_model_default_cfgs_non_std(model_name, 1, cfg_device)
+def test_non_standard_models_are_all_cfg_excluded():
+    """timm's test_model_default_cfgs_non_std is not run (NOT_RUN): its selection takes none of ours. If a
+    non-standard model could take it, run it on that model here instead of this assertion."""
+    non_std = ours(list_models(filter=NON_STD_FILTERS, exclude_filters=NON_STD_EXCLUDE_FILTERS, include_tags=True))
+    assert non_std and not CFGS_NON_STD
+    assert set(non_std) <= set(CFG_EXCLUDED)
 
 
 @pytest.mark.parametrize("model_name", FEATURES_PRETRAINED)
 def test_model_features_pretrained(model_name):
     up.test_model_features_pretrained(model_name, 1)
-
-
-@pytest.mark.parametrize("model_name", TORCHSCRIPT)
-def test_model_forward_torchscript(model_name):
-    up.test_model_forward_torchscript(model_name, 1)
 
 
 @pytest.mark.parametrize("model_name", FEATURES)
@@ -268,9 +266,18 @@ def test_model_backward_fx(model_name):
     up.test_model_backward_fx(model_name, 2)
 
 
-@pytest.mark.parametrize("model_name", FX_TORCHSCRIPT)
-def test_model_forward_fx_torchscript(model_name):
-    up.test_model_forward_fx_torchscript(model_name, 1)
+@pytest.mark.parametrize("model_name", FX)
+def test_torchscript_is_refused_with_what_to_use_instead(model_name):
+    """timm's TorchScript tests, as a user meets them: torch.jit.script on the model, and on the fx graph of
+    timm's feature extraction, stops at once with an error that names the plain export (which scripts:
+    tests/test_export.py) and torch.export, instead of failing deep inside a layer."""
+    model = timm.create_model(model_name, pretrained=False).eval()
+    fx_model = up._create_fx_model(model)
+    for target in (model, fx_model):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script's own deprecation warning
+            with pytest.raises(TypeError, match=r"torch\.jit\.script\(dsnet_zoo\.export\.export_plain\(model\)\)"):
+                torch.jit.script(target)
 
 
 # -- timm's API checks on the models that test_model_default_cfgs cannot take (EXCLUDE_CFG_FILTERS) --------

@@ -8,6 +8,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+class NotScriptable:
+    """Mixin of the zoo's modules: ``torch.jit.script`` refuses them with an error that says what to use.
+
+    TorchScript is deprecated in PyTorch (``torch.jit.script`` itself warns to switch to ``torch.compile`` or
+    ``torch.export``), and the layers use Python it cannot compile: eval-mode caches of the certified weights in
+    dicts with weakrefs, activations passed as callables, the input checks' reads of compiler state. Without
+    this, scripting fails deep inside a layer with an unrelated message. The plain export
+    (:func:`dsnet_zoo.export.export_plain`: the same outputs, the certificate recomputable from its weights)
+    compiles with TorchScript; ``torch.export`` and ``torch.fx`` take the models as they are, except that
+    ``torch.export`` stops at a :class:`~dsnet_zoo.layers.SwitchingPair`, whose guarded step sizes are
+    computed from certified bounds as Python numbers (its plain export goes through).
+    """
+
+    def __prepare_scriptable__(self):  # torch.jit.script calls it on every module it is given or reaches
+        raise TypeError(
+            f"{type(self).__name__} (dsnet_zoo) cannot be compiled by torch.jit.script: TorchScript is deprecated "
+            "in PyTorch and cannot compile the zoo's layers. Script the plain export instead, "
+            "torch.jit.script(dsnet_zoo.export.export_plain(model)) (same outputs), or use torch.export.export "
+            "or torch.fx, which take the model as it is.")
+
+
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh,
     "relu": F.relu,

@@ -13,10 +13,12 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ._common import NotScriptable
+
 __all__ = ["CachedModule", "clear_caches"]
 
 
-class CachedModule(nn.Module):
+class CachedModule(NotScriptable, nn.Module):
     """A module whose derived tensors (normalised weights, step sizes) are cached in eval mode.
 
     ``self._cached(name, fn)`` returns ``fn()``; in training mode it is recomputed each call, in

@@ -18,12 +18,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from ._common import NotScriptable
 from .constrained_linear import ConstrainedLinearMap
 
 __all__ = ["ExplicitEuler", "ActivationField"]
 
 
-class ExplicitEuler(nn.Module):
+class ExplicitEuler(NotScriptable, nn.Module):
     """Explicit Euler with per-step parameters.
 
     ``fields``: one module per step, called as ``field(t, x)``. ``step_sizes``: a float (uniform) or
@@ -77,7 +78,7 @@ class ExplicitEuler(nn.Module):
         return bound
 
 
-class ActivationField(nn.Module):
+class ActivationField(NotScriptable, nn.Module):
     """``f(t, x) = sigma(A x + b)`` with ``A`` normalised by its certified bound (a dense or conv map):
     a simple field for :class:`ExplicitEuler`, ``Lip <= ||A||`` (``sigma`` = LeakyReLU, 1-Lipschitz).
     The time argument is unused: time dependence comes from one field per step."""

@@ -27,12 +27,12 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ._common import _check_state, _init_weight, _step_param, resolve_activation
+from ._common import NotScriptable, _check_state, _init_weight, _step_param, resolve_activation
 from .functional import conv_adjoint, conv_op
 
 __all__ = ["HamiltonianBlock", "resolve_activation"]
 
-class HamiltonianBlock(nn.Module):
+class HamiltonianBlock(NotScriptable, nn.Module):
     """One symplectic-Euler step of a separable Hamiltonian on a ``(q, p)`` state (see module doc).
 
     Guarantee: for any weights, biases, step ``h`` and elementwise activation, the map is

@@ -25,14 +25,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .functional import conv_op
-from ._common import _init_weight, _step_param, resolve_activation
+from ._common import NotScriptable, _init_weight, _step_param, resolve_activation
 
 __all__ = ["MassPreservingBlock", "MassPreservingConvBlock", "SumPreservingLinear", "SumPreservingLift",
            "SumPreservingProjection"]
 
 
 
-class MassPreservingBlock(nn.Module):
+class MassPreservingBlock(NotScriptable, nn.Module):
     """Explicit Euler step ``x <- x + h (A(x) - A(x)^T) 1`` on ``(N, n)`` states.
 
     ``A(x)`` is strictly upper triangular with entries ``out_act(W2 act(W1 x + b1) + b2)``.
@@ -80,7 +80,7 @@ class MassPreservingBlock(nn.Module):
         return torch.rand((batch, self.features), dtype=dtype, generator=generator)
 
 
-class MassPreservingConvBlock(nn.Module):
+class MassPreservingConvBlock(NotScriptable, nn.Module):
     """Explicit Euler step ``x <- x + h (A(x) - A(x)^T) 1`` on ``(N, C, H, W)`` states, with ``A(x)``
     the sparse matrix of fluxes between channel pairs of a pixel and between horizontally and
     vertically neighbouring pixels of a channel; the fluxes are ``out_act(conv(x) + b)``.
@@ -129,7 +129,7 @@ class MassPreservingConvBlock(nn.Module):
         return torch.rand((batch, self.channels, spatial, spatial), dtype=dtype, generator=generator)
 
 
-class SumPreservingLinear(nn.Module):
+class SumPreservingLinear(NotScriptable, nn.Module):
     """``y = L x`` with every column of ``L`` summing to one, so ``sum(y) = sum(x)``.
 
     ``L = L0 + (W - mean_rows(W))``: ``L0`` is the paper's fixed map (zero padding when lifting;

@@ -24,12 +24,12 @@ import torch
 from torch import nn
 
 from .functional import conv_op
-from ._common import _init_weight, _step_param, resolve_activation
+from ._common import NotScriptable, _init_weight, _step_param, resolve_activation
 
 __all__ = ["SphereBlock", "SphereConvBlock"]
 
 
-class SphereBlock(nn.Module):
+class SphereBlock(NotScriptable, nn.Module):
     """``x <- cayley(h S(x)) x`` on ``(N, n)`` states, ``S(x) = A(x) - A(x)^T`` (see module doc).
 
     Guarantee: the L2 norm of each sample is preserved exactly up to rounding (Cayley transform of
@@ -73,7 +73,7 @@ class SphereBlock(nn.Module):
         return torch.randn((batch, self.features), dtype=dtype, generator=generator)
 
 
-class SphereConvBlock(nn.Module):
+class SphereConvBlock(NotScriptable, nn.Module):
     """Rotate each channel pair ``(x_k, x_{k+m})`` at each pixel by ``theta = h sigma(conv(x) + b)``:
     ``x <- exp(S(x)) x`` with ``S(x)`` block-diagonal skew (see module doc).
 

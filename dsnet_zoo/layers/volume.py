@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from .functional import conv_op
-from ._common import _check_state, _init_weight, _step_param, resolve_activation
+from ._common import NotScriptable, _check_state, _init_weight, _step_param, resolve_activation
 
 __all__ = ["VolumePreservingBlock"]
 
 
-class VolumePreservingBlock(nn.Module):
+class VolumePreservingBlock(NotScriptable, nn.Module):
     """Two shears ``x += h sigma(A v + a)``, ``v += h sigma(B x + b)`` on an ``(x, v)`` state.
 
     Guarantee: ``|det J| = 1`` (volume preserved) for any weights, biases, step and elementwise

@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from ..layers._common import NotScriptable
+
 __all__ = ["SequentialBlocksMixin", "ZooClassifier", "INPUT_RANGE", "check_input", "feature_take_indices"]
 
 # Inputs are images in [0, 1]; values in [-1, 2] are accepted so that adversarial perturbations and
@@ -106,7 +108,7 @@ def feature_take_indices(num_features: int, indices: int | Sequence[int] | None 
     return take, max(take)
 
 
-class ZooClassifier(nn.Module):
+class ZooClassifier(NotScriptable, nn.Module):
     """Base class of the zoo's classifiers: timm's interface plus certificates.
 
     A subclass builds ``self.head`` with :meth:`_make_head` and either implements the three pieces that

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers._common import NotScriptable
 from ..layers.hamiltonian import HamiltonianBlock
 from ..registry import register_model
 from ._base import ZooClassifier
@@ -42,7 +43,7 @@ CIFAR_MEAN = {10: (0.4914, 0.4822, 0.4465), 100: (0.5071, 0.4865, 0.4409)}
 CIFAR_STD = {10: (0.2470, 0.2435, 0.2616), 100: (0.2673, 0.2564, 0.2762)}
 
 
-class InjectiveLift(nn.Module):
+class InjectiveLift(NotScriptable, nn.Module):
     """A 1x1 convolution from ``in_channels`` to ``out_channels >= in_channels`` channels, initialised with
     orthonormal columns.
 

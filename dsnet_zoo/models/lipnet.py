@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..layers._common import NotScriptable
 from ..layers.gradient_flow import ContractiveStep, SwitchingPair
 from ..layers.caching import clear_caches
 from ..layers.constrained_linear import LipConv2d, LipLinear
@@ -41,7 +42,7 @@ CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 STEP_KINDS = ("contractive", "prescribed", "flexible")
 
 
-class LipBlock(nn.Module):
+class LipBlock(NotScriptable, nn.Module):
     """``lift -> ReLU -> dynamical steps -> MaxPool2d(2)``; ``input_shape`` is ``(C_in, n, n)``.
 
     ``lipschitz_upper_bound()`` = lift bound x product of the step bounds (certified).

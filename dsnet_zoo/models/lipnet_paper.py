@@ -40,6 +40,7 @@ from torch import nn
 
 from ..hub import WeightsCfg
 from ..hub.weights import PAPER_SOURCE
+from ..layers._common import NotScriptable
 from ..layers.functional import conv_op, gradient_step
 from ..layers.gradient_flow import contractive_factor
 from ..layers.norm_bounds import operator_norm_bound
@@ -109,7 +110,7 @@ def dense_norm_upper_bound(weight: torch.Tensor) -> float:
 # the architecture
 
 
-class PaperBlock(nn.Module):
+class PaperBlock(NotScriptable, nn.Module):
     """One block of the authors' ``CNNBlock``: lift, four dynamical steps, 2x2 max-pooling.
 
     ``input_hw`` is the spatial size the block runs at (used only by the Lipschitz bound).

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..data import SIR_BETA, SIR_GAMMA, sir_dataset, sir_flow_map, sir_vector_field
+from ..layers._common import NotScriptable
 from ..layers.mass import MassPreservingBlock, SumPreservingLift, SumPreservingProjection
 from ..registry import register_model
 from ._base import INPUT_RANGE, check_input
@@ -29,7 +30,7 @@ from ._builder import build_model
 __all__ = ["MassNet", "massnet_sir", "sir_vector_field", "sir_flow_map", "sir_dataset", "SIR_BETA", "SIR_GAMMA"]
 
 
-class MassNet(nn.Module):
+class MassNet(NotScriptable, nn.Module):
     """Sum-preserving map ``R^n -> R^n`` (``n = dims[0]``): for each later width a sum-preserving
     lift or projection followed by ``steps_per_width`` mass-preserving Euler steps, then a
     sum-preserving projection back to ``dims[0]``.
