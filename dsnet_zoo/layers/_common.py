@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 class NotScriptable:
     """Mixin of the zoo's modules: ``torch.jit.script`` refuses them with an error that says what to use.
 
