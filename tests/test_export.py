@@ -20,10 +20,12 @@ import warnings
 import pytest
 import torch
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import GuardOnDataDependentSymNode
 
 import dsnet_zoo
-from dsnet_zoo.layers import SwitchingPair
 from dsnet_zoo.export import PLAIN_MODULES, GradientStep, PlainNet, ResidualStep, export_onnx, export_plain
+from dsnet_zoo.layers import SwitchingPair
+from dsnet_zoo.layers.functional import PADDING_MODES, check_padding_mode
 from dsnet_zoo.models.lipnet import LipNet
 
 from conftest import randomise
@@ -168,6 +170,16 @@ def test_every_zoo_module_refuses_torchscript_and_names_the_way_out():
                 torch.jit.script(layer)
 
 
+def test_scriptable_padding_check_accepts_exactly_the_padding_modes():
+    """check_padding_mode spells PADDING_MODES out (TorchScript compiles it): the two must not drift apart."""
+    for mode in PADDING_MODES:
+        check_padding_mode(mode)
+    for mode in ("reflect", "replicate", "zero", ""):
+        with pytest.raises(ValueError, match="padding_mode must be 'zeros' or 'circular'"):
+            check_padding_mode(mode)
+    assert PADDING_MODES == ("zeros", "circular")
+
+
 # SwitchingPair guards its expansive step with certified bounds computed as Python numbers from the weights
 # (layers/gradient_flow.py, _op_constants): torch.export cannot trace that (a data-dependent guard); their
 # plain export can (test_plain_export_same_logits_and_bound, test_plain_export_compiles_with_torchscript)
@@ -177,18 +189,20 @@ NOT_TORCH_EXPORTABLE = {"lipnet_switch_cifar10", "lipnet_conv_flexible"}
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_torch_export_of_the_model(case):
     """torch.export.export takes the zoo's models as they are (eval mode, float64): the exported program
-    computes exactly what the model computes, on inputs other than the example it was traced with."""
+    computes what the model computes (to a few ulps), on inputs other than the example it was traced with."""
     model = _model(case, torch.float64)
     plain = export_plain(model)
     if case in NOT_TORCH_EXPORTABLE:
         assert any(isinstance(m, SwitchingPair) for m in model.modules())
-        with pytest.raises(Exception, match="data-dependent"):
+        with pytest.raises(GuardOnDataDependentSymNode):  # if this ever passes, drop the case and the README's caveat
             torch.export.export(model, (_inputs(plain, 2, torch.float64),))
         return
     program = torch.export.export(model, (_inputs(plain, 2, torch.float64),))
     x = _inputs(plain, 2, torch.float64, seed=7)
     with torch.no_grad():
-        assert torch.equal(program.module()(x), model(x))
+        got, want = program.module()(x), model(x)
+    # equal with one thread; with more, the exported graph's kernels may split sums differently: a few ulps
+    assert float((got - want).abs().max()) <= 4 * torch.finfo(torch.float64).eps * max(1.0, float(want.abs().max()))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
